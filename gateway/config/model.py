@@ -1,0 +1,163 @@
+"""The validated configuration: frozen, typed values that parsing produces and nothing mutates.
+
+Every duration is in seconds (float). Every field here is already checked: code
+that receives a GatewayConfig never re-validates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
+
+AuthMode = Literal["public", "optional", "required"]
+TokenLocation = Literal["header", "cookie", "query"]
+JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
+RuleOp = Literal["contains", "any_of", "equals"]
+
+
+class Secret:
+    """Raw secret bytes that never show up in a repr, a log line or an error."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: Listen = Listen("0.0.0.0", 8080)
+    admin_listen: Listen = Listen("127.0.0.1", 9901)
+    shutdown_grace: float = 15.0
+    max_header_bytes: int = 16384
+    max_token_bytes: int = 8192
+    cors_preflight: Literal["bypass", "check"] = "bypass"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    url: str = "http://127.0.0.1:8000"
+    connect_timeout: float = 2.0
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSource:
+    """One place a token may be: header (with an optional case-insensitive prefix), cookie or query."""
+
+    location: TokenLocation
+    name: str
+    prefix: str | None = None
+
+
+DEFAULT_TOKEN_SOURCES: tuple[TokenSource, ...] = (
+    TokenSource("header", "Authorization", "Bearer "),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JwksConfig:
+    """Exactly one source: `location` is the absolute file path, the uri or the
+    discovery url; `inline` holds the JWK Set object for kind == "inline"."""
+
+    kind: JwksSourceKind
+    location: str | None = None
+    inline: Mapping[str, Any] | None = None
+    refresh_interval: float = 600.0
+    min_refresh_interval: float = 30.0
+    timeout: float = 5.0
+    allow_http: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerConfig:
+    name: str
+    issuer: str
+    algorithms: tuple[str, ...]
+    audiences: tuple[str, ...] | None = None  # None: any audience
+    clock_skew: float = 30.0
+    require_expiration: bool = True
+    max_lifetime: float | None = None
+    # Allowed `typ` header values (RFC 8725 §3.11), compared case-insensitively
+    # with any "application/" prefix removed; a token without typ is accepted.
+    typ: tuple[str, ...] = ("JWT", "at+jwt")
+    jwks: JwksConfig | None = None  # None only when every algorithm is HS*
+    secret: Secret | None = None  # resolved bytes for HS*; never inline in YAML
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardConfig:
+    # (dotted claim path, header name), in file order.
+    claims_to_headers: tuple[tuple[str, str], ...] = ()
+    payload_header: str | None = None
+    keep_authorization: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """At most one of prefix / path / regex; none of them matches every path."""
+
+    prefix: str | None = None
+    path: str | None = None
+    regex: str | None = None  # validated to compile
+    methods: tuple[str, ...] | None = None  # upper-case
+    host: str | None = None  # lower-case, compared without the port
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRule:
+    claim: str  # dotted path
+    op: RuleOp
+    value: Any  # contains/equals: a scalar; any_of: a tuple of scalars
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    name: str
+    match: RouteMatch
+    auth: AuthMode = "required"
+    issuers: tuple[str, ...] | None = None  # None: all issuers
+    claims: tuple[ClaimRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """Verified-token cache (extension to SPEC): entries bound and max age."""
+
+    max_entries: int = 10000
+    ttl: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    tokens: tuple[TokenSource, ...] = DEFAULT_TOKEN_SOURCES
+    issuers: tuple[IssuerConfig, ...] = ()
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    source: str | None = None  # the file it was read from, for messages
