@@ -1,0 +1,76 @@
+"""Command line: `run`, `check`, `demo`; wiring and exit codes only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from gateway import __version__
+
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+
+def _config_path(given: str | None) -> str:
+    return given or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from gateway.config.load import ConfigInvalid, load_config
+
+    path = _config_path(args.config)
+    try:
+        cfg = load_config(path)
+    except ConfigInvalid as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: valid: {len(cfg.issuers)} issuer(s), {len(cfg.routes)} route(s)")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway.server import run_forever
+
+    return run_forever(_config_path(args.config))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(port=args.port, admin_port=args.admin_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="JWT sidecar gateway: verifies bearer tokens in front of an application.",
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", help="serve (config: -c, else $GATEWAY_CONFIG, else config/gateway.yaml)")
+    run.add_argument("-c", "--config", help="config file")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="validate a config file; exit 0 if valid, 1 listing every error")
+    check.add_argument("-c", "--config", help="config file")
+    check.set_defaults(func=_cmd_check)
+
+    demo = sub.add_parser("demo", help="zero-setup demo: demo issuer + echo upstream, prints curl lines")
+    demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
+    demo.add_argument("--admin-port", type=int, default=9901, help="admin port (default 9901)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
