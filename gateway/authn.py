@@ -1,0 +1,120 @@
+"""Authentication: token string -> VerifiedToken for one route, through the cache, the key store and the verifier."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from gateway.jose.errors import Reason, TokenError
+from gateway.jose.jws import parse_token
+from gateway.jose.verifier import VerifyPolicy, verify_token
+from gateway.token_cache import TokenCache, VerifiedToken
+
+if TYPE_CHECKING:
+    from gateway.keystore import IssuerKeys
+    from gateway.metrics import Metrics
+    from gateway.routing import Route
+
+UNKNOWN_ISSUER = "unknown"  # metric label when the token names no configured issuer
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerRuntime:
+    """One configured issuer, compiled: its verification policy and its live key set."""
+
+    name: str
+    iss: str
+    policy: VerifyPolicy
+    keys: "IssuerKeys"
+    clock_skew: float
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerTable:
+    """Issuers by the exact `iss` string tokens carry, and by config name."""
+
+    by_iss: dict[str, IssuerRuntime]
+    by_name: dict[str, IssuerRuntime]
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class Authenticator:
+    """Verifies tokens for the request path; owns the verified-token cache across reloads."""
+
+    def __init__(self, cache: TokenCache, metrics: "Metrics", clock: Callable[[], float] = time.time) -> None:
+        self.cache = cache
+        self._metrics = metrics
+        self._clock = clock
+        self._verify_hist = metrics.jwt_verify_seconds
+
+    async def authenticate(
+        self, token: str, route: "Route", issuers: IssuerTable, max_token_bytes: int
+    ) -> VerifiedToken:
+        """Return the verified token, or raise TokenError with the reason it is refused."""
+        started = time.perf_counter()
+        issuer_label = UNKNOWN_ISSUER
+        try:
+            now = self._clock()
+            cached = self.cache.get(token, now)
+            if cached is not None:
+                self._metrics.cache_hit.inc()
+                issuer_label = cached.issuer_name
+                _check_cached(cached, route, issuers, now)
+                entry = cached
+            else:
+                self._metrics.cache_miss.inc()
+                parsed = parse_token(token, max_bytes=max_token_bytes)
+                iss = parsed.claims.get("iss")
+                issuer = issuers.by_iss.get(iss) if isinstance(iss, str) else None
+                if issuer is None:
+                    raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not configured")
+                issuer_label = issuer.name
+                if route.issuer_names is not None and issuer.name not in route.issuer_names:
+                    raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")
+                keys = issuer.keys.keys
+                if keys is None:
+                    raise TokenError(Reason.JWKS_UNAVAILABLE, "the issuer has no keys yet")
+                try:
+                    key = verify_token(parsed, issuer.policy, keys, now)
+                except TokenError as exc:
+                    if exc.reason is not Reason.UNKNOWN_KEY:
+                        raise
+                    # A kid we have not seen: the issuer may have rotated. Refetch (single-flight,
+                    # rate-limited by the key store) and try once more.
+                    fresh = await issuer.keys.refetch_unknown_kid()
+                    if fresh is None or fresh is keys:
+                        raise
+                    key = verify_token(parsed, issuer.policy, fresh, self._clock())
+                claims = parsed.claims
+                exp = _number(claims.get("exp"))
+                cache_until = now + self.cache.ttl if exp is None else min(exp, now + self.cache.ttl)
+                entry = VerifiedToken(
+                    issuer_name=issuer.name,
+                    claims=claims,
+                    payload_segment=token.split(".", 2)[1],
+                    key=key,
+                    exp=exp,
+                    nbf=_number(claims.get("nbf")),
+                    cache_until=cache_until,
+                )
+                self.cache.put(token, entry)
+        except TokenError as exc:
+            self._verify_hist.labels(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
+            raise
+        self._verify_hist.labels(issuer_label, "ok").observe(time.perf_counter() - started)
+        return entry
+
+
+def _check_cached(entry: VerifiedToken, route: "Route", issuers: IssuerTable, now: float) -> None:
+    """Time claims and the route's issuer restriction hold on every request, cached or not."""
+    if route.issuer_names is not None and entry.issuer_name not in route.issuer_names:
+        raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")
+    skew = issuers.by_name[entry.issuer_name].clock_skew  # the cache is cleared on reload
+    if entry.exp is not None and now - skew >= entry.exp:
+        raise TokenError(Reason.EXPIRED, "the token has expired")
+    if entry.nbf is not None and entry.nbf > now + skew:
+        raise TokenError(Reason.NOT_YET_VALID, "the token is not valid yet")

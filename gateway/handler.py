@@ -1,0 +1,175 @@
+"""THE request path: sanitize -> route -> extract -> authn -> authz -> claim headers -> forward -> record.
+
+Read `Gateway.handle` top to bottom to follow one request; each step is one call
+into a module with one job, and every reply the gateway writes itself comes from
+local_reply's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from gateway.access_log import AccessLog, Exchange
+from gateway.authn import Authenticator
+from gateway.extract import ExtractError
+from gateway.forward import UpstreamTimeout, UpstreamUnreachable
+from gateway.jose.errors import Reason, TokenError
+from gateway.local_reply import Decision, reply
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime
+from gateway.sanitize import PathError, normalize_path
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
+
+
+class Gateway:
+    """The live runtime (swapped whole on reload) and the request handler that reads it."""
+
+    def __init__(
+        self, runtime: Runtime, authn: Authenticator, metrics: Metrics, log: AccessLog
+    ) -> None:
+        self.runtime = runtime
+        self.authn = authn
+        self.metrics = metrics
+        self.log = log
+        self.draining = False
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        rt = self.runtime  # one config for the whole request, even if a reload lands meanwhile
+        ex = Exchange(request_id=_request_id(request), method=request.method, started=time.perf_counter())
+        self.metrics.inflight.inc()
+        try:
+            response = await self._process(request, rt, ex)
+            ex.status = response.status
+            return response
+        except asyncio.CancelledError:
+            ex.status = CLIENT_CLOSED
+            raise
+        finally:
+            self.metrics.inflight.dec()
+            self._record(ex)
+
+    async def _process(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+        # 1. One spelling of the path, for routing and for the upstream alike.
+        raw_path, _, query = request.raw_path.partition("?")
+        try:
+            path = normalize_path(raw_path)
+        except PathError as exc:
+            ex.reason = exc.kind
+            return self._reply(ex, Decision.BAD_PATH)
+        ex.path = path
+
+        # 2. First matching route.
+        route = rt.router.match(request.method, request.headers.get("Host"), path)
+        if route is None:
+            return self._reply(ex, Decision.NO_ROUTE)
+        ex.route = route.name
+
+        # 3. Authentication: public routes look at no token; CORS preflights carry none.
+        verified = None
+        if route.auth != "public" and not (rt.cors_bypass and _is_preflight(request)):
+            try:
+                token = rt.extractor.extract(request.headers, query)
+            except ExtractError as exc:
+                if exc.kind == "multiple":
+                    return self._reply(ex, Decision.INVALID_REQUEST)
+                ex.reason = Reason.MALFORMED.value
+                return self._reply(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
+            if token is None:
+                if route.auth == "required":
+                    return self._reply(ex, Decision.NO_TOKEN)
+            else:
+                try:
+                    verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+                except TokenError as exc:
+                    ex.reason = exc.reason.value
+                    if exc.reason is Reason.JWKS_UNAVAILABLE:
+                        return self._reply(ex, Decision.KEYS_UNAVAILABLE)
+                    return self._reply(ex, Decision.INVALID_TOKEN, exc.reason)
+                ex.issuer = verified.issuer_name
+                sub = verified.claims.get("sub")
+                ex.sub = sub if isinstance(sub, str) else None
+
+                # 4. Authorization: the route's claim rules, on every request, cached token or not.
+                failed = route.rules.first_failure(verified.claims)
+                if failed is not None:
+                    ex.reason = "claim_rule"
+                    return self._reply(ex, Decision.INSUFFICIENT_SCOPE)
+
+        # 5. Claim headers, set after every client copy of them was stripped.
+        extra = rt.claim_plan.headers(verified.claims, verified.payload_segment) if verified is not None else []
+        websocket = _is_websocket(request)
+        headers = rt.header_plan.request_headers(
+            request.headers,
+            remote=request.remote,
+            scheme=request.scheme,
+            request_id=ex.request_id,
+            extra=extra,
+            websocket=websocket,
+        )
+        path_qs = f"{path}?{query}" if query else path
+
+        # 6. Forward. The body is asked for only now, so a refused request never uploads it.
+        timing: list[float] = []
+        try:
+            if websocket:
+                return await rt.upstream.websocket(request, path_qs, headers)
+            await _send_continue(request)
+            return await rt.upstream.forward(request, path_qs, headers, timing)
+        except UpstreamUnreachable:
+            return self._reply(ex, Decision.UPSTREAM_UNREACHABLE)
+        except UpstreamTimeout:
+            return self._reply(ex, Decision.UPSTREAM_TIMEOUT)
+        finally:
+            if timing:
+                ex.upstream_seconds = timing[0]
+
+    def _reply(self, ex: Exchange, decision: Decision, reason: Reason | None = None) -> web.Response:
+        ex.decision = decision
+        return reply(decision, ex.request_id, reason)
+
+    def _record(self, ex: Exchange) -> None:
+        duration = time.perf_counter() - ex.started
+        m = self.metrics
+        m.requests.labels(ex.route, str(ex.status)).inc()
+        m.request_duration.labels(ex.route).observe(duration)
+        if ex.upstream_seconds is not None:
+            m.upstream_duration.labels(ex.route).observe(ex.upstream_seconds)
+        self.log.write(ex, duration)
+
+
+def _request_id(request: web.BaseRequest) -> str:
+    """Keep a sane client X-Request-Id so traces join up; make one otherwise."""
+    given = request.headers.get("X-Request-Id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(12).hex()
+
+
+def _is_preflight(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+
+
+def _is_websocket(request: web.BaseRequest) -> bool:
+    headers = request.headers
+    return (
+        request.method == "GET"
+        and headers.get("Upgrade", "").lower() == "websocket"
+        and "upgrade" in headers.get("Connection", "").lower()
+    )
+
+
+async def _send_continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` only once the request is authorized (RFC 9110 §10.1.1)."""
+    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim response is not the response: let aiohttp still treat headers as unsent.
+        request.writer.output_size -= 25

@@ -1,0 +1,95 @@
+"""Every response the gateway writes itself, from one table: status, RFC 6750 challenge, JSON body."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aiohttp import web
+
+from gateway.jose.errors import Reason
+
+
+class Decision(StrEnum):
+    """What the gateway decided for a request: the access-log `decision` and the reply table key."""
+
+    ALLOW = "allow"  # forwarded upstream
+    NO_TOKEN = "no_token"  # required route without a token
+    INVALID_REQUEST = "invalid_request"  # tokens in more than one place (RFC 6750 §2)
+    INVALID_TOKEN = "invalid_token"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    NO_ROUTE = "no_route"
+    BAD_PATH = "bad_path"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    BAD_REQUEST = "bad_request"  # unparseable HTTP
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"
+    UPSTREAM_TIMEOUT = "upstream_timeout"
+    SHUTTING_DOWN = "shutting_down"
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    status: int
+    error: str
+    description: str
+    challenge: str | None = None  # WWW-Authenticate value, without error_description
+
+
+_REALM = 'Bearer realm="gateway"'
+
+REPLIES: dict[Decision, _Row] = {
+    # RFC 6750 §3.1: with no credentials the challenge carries no error code.
+    Decision.NO_TOKEN: _Row(401, "unauthorized", "a bearer token is required", _REALM),
+    Decision.INVALID_REQUEST: _Row(400, "invalid_request", "a token was sent in more than one place", f'{_REALM}, error="invalid_request"'),
+    Decision.INVALID_TOKEN: _Row(401, "invalid_token", "the token is not valid", f'{_REALM}, error="invalid_token"'),
+    Decision.INSUFFICIENT_SCOPE: _Row(403, "insufficient_scope", "the token lacks a claim this route requires", f'{_REALM}, error="insufficient_scope"'),
+    Decision.KEYS_UNAVAILABLE: _Row(503, "temporarily_unavailable", "the issuer's signing keys are not available yet"),
+    Decision.NO_ROUTE: _Row(404, "not_found", "no route matches this request"),
+    Decision.BAD_PATH: _Row(400, "invalid_path", "the request path cannot be normalized safely"),
+    Decision.HEADERS_TOO_LARGE: _Row(431, "headers_too_large", "a request header line is too long"),
+    Decision.BAD_REQUEST: _Row(400, "bad_request", "the request is not valid HTTP"),
+    Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
+    Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),
+    Decision.SHUTTING_DOWN: _Row(503, "shutting_down", "the gateway is shutting down"),
+}
+
+# Safe sentences for each rejection reason: the 401 error_description.
+REASON_DESCRIPTIONS: dict[Reason, str] = {
+    Reason.MALFORMED: "the token is malformed",
+    Reason.TOO_LARGE: "the token is too large",
+    Reason.ALG_NOT_ALLOWED: "the token's algorithm is not allowed",
+    Reason.UNSUPPORTED_CRIT: "the token requires an unsupported extension",
+    Reason.BAD_TYPE: "the token's type is not allowed",
+    Reason.UNKNOWN_KEY: "the token's signing key is unknown",
+    Reason.BAD_SIGNATURE: "the token's signature is invalid",
+    Reason.BAD_ISSUER: "the token's issuer is not accepted here",
+    Reason.BAD_AUDIENCE: "the token's audience is not accepted",
+    Reason.EXPIRED: "the token has expired",
+    Reason.NOT_YET_VALID: "the token is not valid yet",
+    Reason.MISSING_EXPIRATION: "the token has no expiration",
+    Reason.LIFETIME_TOO_LONG: "the token's lifetime is too long",
+    Reason.JWKS_UNAVAILABLE: "the issuer's signing keys are not available yet",
+}
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:
+    """Build the local reply for `decision`; `reason` refines an invalid_token description."""
+    row = REPLIES[decision]
+    description = row.description
+    if reason is not None and decision is Decision.INVALID_TOKEN:
+        description = REASON_DESCRIPTIONS.get(reason, description)
+    headers = {"Content-Type": "application/json", "X-Request-Id": request_id, "Cache-Control": "no-store"}
+    if row.challenge is not None:
+        if decision is Decision.NO_TOKEN:
+            headers["WWW-Authenticate"] = row.challenge
+        else:
+            # Descriptions are fixed ASCII sentences without quotes (RFC 6750 §3).
+            headers["WWW-Authenticate"] = f'{row.challenge}, error_description="{description}"'
+    if row.status == 503:
+        headers["Retry-After"] = RETRY_AFTER_SECONDS
+    body = json.dumps({"error": row.error, "error_description": description, "request_id": request_id})
+    return web.Response(status=row.status, text=body, headers=headers, content_type=None)

@@ -1,0 +1,248 @@
+"""The process: uvloop, proxy and admin listeners, reload on SIGHUP or file change, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.access_log import AccessLog
+from gateway.admin import Admin
+from gateway.authn import Authenticator
+from gateway.config.load import ConfigInvalid, load_config
+from gateway.config.model import GatewayConfig, Listen
+from gateway.handler import Gateway
+from gateway.keystore import KeyStore
+from gateway.local_reply import Decision, reply
+from gateway.metrics import Metrics
+from gateway.runtime import Runtime, build_runtime
+from gateway.token_cache import TokenCache
+
+log = logging.getLogger("gateway")
+CONFIG_POLL_SECONDS = 1.0
+
+
+class _ProxyProtocol(RequestHandler):
+    """aiohttp's per-connection handler, with our replies for HTTP it cannot parse.
+
+    aiohttp's own error path logs the offending header line, which may hold a token;
+    ours logs only the kind of error.
+    """
+
+    def handle_error(
+        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if isinstance(exc, LineTooLong):
+            decision = Decision.HEADERS_TOO_LARGE
+        elif status == 400:
+            decision = Decision.BAD_REQUEST
+        else:
+            log.error("internal error while handling a request: %s", type(exc).__name__ if exc else status)
+            response = web.Response(
+                status=500, body=b'{"error":"internal_error"}', headers={"Content-Type": "application/json"}
+            )
+            response.force_close()
+            return response
+        response = reply(decision, "-")
+        response.force_close()
+        return response
+
+
+class _ProxyServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _ProxyProtocol(self, loop=self._loop, **self._kwargs)
+
+
+def _listen_socket_host(listen: Listen) -> str:
+    return listen.host.strip("[]")
+
+
+class GatewayProcess:
+    """One running gateway: built from a config, reloadable, stoppable. Tests run it in-process too."""
+
+    def __init__(self, config: GatewayConfig, config_path: str | None = None) -> None:
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.access_log = AccessLog()
+        self.keystore = self._new_keystore(config, None)
+        self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
+        self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
+        self._runners: list[web.BaseRunner] = []
+        self._proxy_runner: web.ServerRunner | None = None
+        self._admin_runner: web.ServerRunner | None = None
+        self.proxy_port = 0
+        self.admin_port = 0
+        self._watch_task: asyncio.Task[None] | None = None
+        self._config_stamp = _stamp(config_path)
+        self._reload_lock = asyncio.Lock()
+        self.stopped = asyncio.Event()
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.gateway.runtime
+
+    def _new_keystore(self, config: GatewayConfig, old: KeyStore | None) -> KeyStore:
+        keystore = KeyStore(config.issuers, events=self.metrics, adopt_from=old)
+        for issuer in keystore:
+            name = issuer.config.name
+
+            def on_change(old_set: Any, new_set: Any, name: str = name) -> None:
+                # A key that left its issuer's set stops working now, cached tokens included.
+                self.authn.cache.drop_removed_keys(name, old_set, new_set)
+
+            issuer.add_listener(on_change)
+        return keystore
+
+    async def start(self) -> None:
+        cfg = self.runtime.config
+        await self.keystore.start()
+        proxy = _ProxyServer(
+            self.gateway.handle,
+            handler_cancellation=True,  # a client that goes away cancels its upstream exchange
+            max_line_size=cfg.server.max_header_bytes,
+            max_field_size=cfg.server.max_header_bytes,
+            access_log=None,
+        )
+        self._proxy_runner = web.ServerRunner(proxy, shutdown_timeout=cfg.server.shutdown_grace)
+        await self._proxy_runner.setup()
+        site = web.TCPSite(self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port)
+        await site.start()
+        self.proxy_port = _bound_port(site)
+        admin = web.Server(Admin(self.gateway).handle, access_log=None)
+        self._admin_runner = web.ServerRunner(admin, shutdown_timeout=1.0)
+        await self._admin_runner.setup()
+        admin_site = web.TCPSite(
+            self._admin_runner, _listen_socket_host(cfg.server.admin_listen), cfg.server.admin_listen.port
+        )
+        await admin_site.start()
+        self.admin_port = _bound_port(admin_site)
+        if self.config_path is not None:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
+        log.info("listening: proxy %s, admin %s", cfg.server.listen, cfg.server.admin_listen)
+
+    async def reload(self) -> bool:
+        """Build a complete new runtime from the config file and swap it in; keep the old one on any error."""
+        if self.config_path is None:
+            return False
+        async with self._reload_lock:
+            self._config_stamp = _stamp(self.config_path)
+            try:
+                config = load_config(self.config_path)
+            except ConfigInvalid as exc:
+                self.metrics.config_reloads.labels("error").inc()
+                log.error("config reload refused, %d error(s); the previous config keeps serving", len(exc.issues))
+                for issue in exc.issues:
+                    log.error("  %s", issue)
+                return False
+            old_runtime = self.runtime
+            keystore = self._new_keystore(config, old_runtime.keystore)
+            await keystore.start()
+            runtime = build_runtime(config, keystore, previous=old_runtime)
+            self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
+            self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
+            self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
+            self.keystore = keystore
+            self.metrics.config_reloads.labels("ok").inc()
+            log.info("config reloaded: %d issuer(s), %d route(s)", len(config.issuers), len(config.routes))
+        await old_runtime.keystore.close()
+        if old_runtime.upstream is not runtime.upstream:
+            asyncio.get_running_loop().call_later(
+                config.server.shutdown_grace, lambda: asyncio.ensure_future(old_runtime.upstream.close())
+            )
+        return True
+
+    async def _watch_config(self) -> None:
+        # Polling stat() follows symlinks, so Kubernetes' ConfigMap `..data` swap shows as a change.
+        assert self.config_path is not None
+        while True:
+            await asyncio.sleep(CONFIG_POLL_SECONDS)
+            stamp = _stamp(self.config_path)
+            if stamp != self._config_stamp and stamp is not None:
+                await self.reload()
+
+    async def stop(self) -> None:
+        """Readiness 503 at once, stop accepting, drain in-flight requests up to shutdown_grace, close."""
+        self.gateway.draining = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        if self._proxy_runner is not None:
+            await self._proxy_runner.cleanup()
+        await self.runtime.upstream.close()
+        await self.keystore.close()
+        if self._admin_runner is not None:
+            await self._admin_runner.cleanup()
+        self.stopped.set()
+
+
+def _stamp(path: str | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server  # aiohttp keeps the asyncio server here; port 0 means "any free port"
+    assert isinstance(server, asyncio.base_events.Server)
+    port: int = server.sockets[0].getsockname()[1]
+    return port
+
+
+def configure_logging() -> None:
+    # Diagnostics go to stderr; stdout carries only the JSON access log.
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}'
+    )
+    # aiohttp's own error logs can quote raw header lines (and so tokens); ours replace them.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
+
+
+async def serve(config: GatewayConfig, config_path: str | None) -> int:
+    process = GatewayProcess(config, config_path)
+    await process.start()
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_term() -> None:
+        if not stopping:
+            log.info("SIGTERM: draining for up to %ss", config.server.shutdown_grace)
+            stopping.append(loop.create_task(process.stop()))
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(process.reload()) and None)
+    await process.stopped.wait()
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency; plain asyncio still works
+        log.warning("uvloop not available; using the default event loop")
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def run_forever(config_path: str) -> int:
+    configure_logging()
+    try:
+        config = load_config(config_path)
+    except ConfigInvalid as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{config_path}: {len(exc.issues)} error(s); not starting", file=sys.stderr)
+        return 1
+    _install_uvloop()
+    return asyncio.run(serve(config, config_path))
