@@ -70,8 +70,12 @@ class HeaderPlan:
             drop = drop | {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in incoming.items():
-            if name.lower() not in drop:
-                out.add(name, value)
+            key = name.lower()
+            # CGI-style apps read X_User_Id as X-User-Id: an underscore spelling of a
+            # dropped header is dropped too.
+            if key in drop or ("_" in key and key.replace("_", "-") in drop):
+                continue
+            out.add(name, value)
         prior = incoming.getall("X-Forwarded-For", ())
         client = remote or "unknown"
         out["X-Forwarded-For"] = ", ".join([*prior, client]) if prior else client
@@ -152,7 +156,10 @@ class Upstream:
             raise UpstreamUnreachable() from exc
         timing.append(time.perf_counter() - started)
         try:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream))
+            response_headers = _response_headers(upstream)
+            # The client can correlate with our logs even when the app does not echo the id.
+            response_headers.setdefault("X-Request-Id", headers["X-Request-Id"])
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=response_headers)
             await response.prepare(request)
             if request.method != "HEAD":
                 try:

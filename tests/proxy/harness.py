@@ -36,7 +36,8 @@ def ec_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict[str, Any]:
 
 
 async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(app, access_log=None)
+    # handler_cancellation: the upstream notices when the gateway drops the exchange.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -168,3 +169,16 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    """Send bytes exactly as given (no client-side URL normalization); return status and the rest."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(1 << 20), 10)
+    finally:
+        writer.close()
+    status = int(data.split(b" ", 2)[1])
+    return status, data
