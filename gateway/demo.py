@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.config.load import parse_config
-from gateway.server import GatewayProcess, configure_logging
+from gateway.server import GatewayProcess, bound_port, configure_logging
 
 DEMO_AUDIENCE = "demo-api"
 DEMO_KID = "demo-key-1"
@@ -124,9 +124,7 @@ async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    return runner, int(server.sockets[0].getsockname()[1])
+    return runner, bound_port(site)
 
 
 async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0) -> Demo:

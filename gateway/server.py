@@ -114,7 +114,7 @@ class GatewayProcess:
         await self._proxy_runner.setup()
         site = web.TCPSite(self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port)
         await site.start()
-        self.proxy_port = _bound_port(site)
+        self.proxy_port = bound_port(site)
         admin = web.Server(Admin(self.gateway).handle, access_log=None)
         self._admin_runner = web.ServerRunner(admin, shutdown_timeout=1.0)
         await self._admin_runner.setup()
@@ -122,7 +122,7 @@ class GatewayProcess:
             self._admin_runner, _listen_socket_host(cfg.server.admin_listen), cfg.server.admin_listen.port
         )
         await admin_site.start()
-        self.admin_port = _bound_port(admin_site)
+        self.admin_port = bound_port(admin_site)
         if self.config_path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
         log.info("listening: proxy %s, admin %s", cfg.server.listen, cfg.server.admin_listen)
@@ -191,11 +191,10 @@ def _stamp(path: str | None) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp keeps the asyncio server here; port 0 means "any free port"
-    assert isinstance(server, asyncio.base_events.Server)
-    port: int = server.sockets[0].getsockname()[1]
-    return port
+def bound_port(site: web.TCPSite) -> int:
+    """The port a started site listens on (it differs from the config's when that says 0)."""
+    server: Any = site._server  # asyncio's or uvloop's Server: both have .sockets
+    return int(server.sockets[0].getsockname()[1])
 
 
 def configure_logging() -> None:

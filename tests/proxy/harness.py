@@ -5,17 +5,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jwt  # PyJWT: tokens are minted by a reference library, never by our own code
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.config.load import load_config
-from gateway.server import GatewayProcess
+from gateway.server import GatewayProcess, bound_port
 
 AUDIENCE = "orders-api"
 
@@ -41,9 +46,7 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, int]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    return runner, int(server.sockets[0].getsockname()[1])
+    return runner, bound_port(site)
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Upstream:
     seen: list[dict[str, Any]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    slow_started: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=1024**3)
@@ -115,6 +119,7 @@ class Upstream:
 
     async def _slow(self, request: web.Request) -> web.Response:
         delay = float(request.query.get("delay", "5"))
+        self.slow_started.set()
         try:
             await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -182,3 +187,66 @@ async def raw_request(port: int, head: bytes, body: bytes = b"") -> tuple[int, b
         writer.close()
     status = int(data.split(b" ", 2)[1])
     return status, data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class GatewaySubprocess:
+    """`python -m gateway run -c FILE` as a child process: what signal and memory tests need."""
+
+    def __init__(self, config_path: Path, admin_port: int, log_dir: Path) -> None:
+        self.config_path = config_path
+        self.admin_port = admin_port
+        self.stdout_path = log_dir / "gateway.stdout"
+        self.stderr_path = log_dir / "gateway.stderr"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 15.0) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)], stdout=out, stderr=err, env=env
+            )
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"gateway exited: {self.stderr_path.read_text()}")
+                try:
+                    async with http.get(f"http://127.0.0.1:{self.admin_port}/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("gateway not ready in time")
+                await asyncio.sleep(0.05)
+
+    def peak_rss_kib(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmHWM")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, timeout: float = 15.0) -> int:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("gateway did not exit in time")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
