@@ -1,0 +1,49 @@
+"""`gateway demo`: its printed curl lines give 200, 401 and 403 as they say."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.proxy.harness import free_port
+
+
+async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    out_path = tmp_path / "demo.out"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "demo", "--port", str(port), "--admin-port", str(admin_port)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in out_path.read_text():
+            assert proc.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, "demo did not print its instructions"
+            await asyncio.sleep(0.05)
+        text = out_path.read_text()
+        expectations = re.findall(r"^# (\d{3}): .*\n(curl .*)$", text, flags=re.M)
+        assert [code for code, _ in expectations] == ["200", "401", "403", "200", "200"]
+        async with aiohttp.ClientSession() as http:
+            for code, line in expectations:
+                argv = shlex.split(line)
+                headers = {}
+                if "-H" in argv:
+                    name, _, value = argv[argv.index("-H") + 1].partition(": ")
+                    headers[name] = value
+                async with http.get(argv[-1], headers=headers) as resp:
+                    assert resp.status == int(code), line
+                    if code == "200" and "api/orders" in line:
+                        body = await resp.json()
+                        assert body["headers"]["X-User-Id"] == "alice"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
