@@ -44,7 +44,9 @@ class Listen:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        # IPv6 literals are kept bare for bind(); bracket them when printed (RFC 3986 §3.2.2).
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ class Issuer:
     port: int = 0
     keys: list[dict[str, Any]] = field(default_factory=list)
     fetches: int = 0
+    failing: bool = False  # answer 500, as an IdP having a bad day
     runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -70,6 +71,8 @@ class Issuer:
 
     async def _jwks(self, request: web.Request) -> web.Response:
         self.fetches += 1
+        if self.failing:
+            return web.Response(status=500, text="internal error")
         return web.json_response({"keys": self.keys})
 
     def claims(self, **extra: Any) -> dict[str, Any]:

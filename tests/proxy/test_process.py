@@ -169,3 +169,33 @@ async def wait_for_async(probe, expected, check=None, timeout: float = 10.0) -> 
         if loop.time() > deadline:
             raise AssertionError(f"last value {value!r}")
         await asyncio.sleep(0.05)
+
+
+async def test_reload_under_steady_load_fails_no_request(make_gateway, issuer: Issuer) -> None:  # type: ignore[no-untyped-def]
+    from tests.proxy.conftest import url
+
+    gateway = await make_gateway()
+    token = issuer.token()
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        async with aiohttp.ClientSession() as http:
+            while not stop.is_set():
+                async with http.get(url(gateway, "/api/x"), headers={"Authorization": f"Bearer {token}"}) as resp:
+                    await resp.read()
+                    statuses.append(resp.status)
+
+    workers = [asyncio.ensure_future(load()) for _ in range(4)]
+    path = Path(gateway.config_path)
+    text = path.read_text()
+    for i in range(5):
+        await wait_for(lambda n=len(statuses): len(statuses) > n + 20)
+        # Alternate between two valid configs (a claim header renamed), each a full reload.
+        path.write_text(text.replace("X-User-Email", f"X-User-Mail-{i}"))
+        assert await gateway.reload()
+    stop.set()
+    await asyncio.gather(*workers)
+    assert len(statuses) > 100
+    assert set(statuses) == {200}
+    assert 'gateway_config_reloads_total{result="ok"} 5.0' in gateway.metrics.exposition().decode()
