@@ -27,6 +27,7 @@ GATEWAY_SET = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ho
 CONSUMED = frozenset({"expect"})
 
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024  # at most this much of a sized response is read whole before answering
 
 
 class UpstreamUnreachable(Exception):
@@ -159,6 +160,12 @@ class Upstream:
             response_headers = _response_headers(upstream)
             # The client can correlate with our logs even when the app does not echo the id.
             response_headers.setdefault("X-Request-Id", headers["X-Request-Id"])
+            length = upstream.content_length
+            if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+                # A small body of known size goes out with the headers in one write: on this
+                # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
+                body = await upstream.read()
+                return web.Response(status=upstream.status, reason=upstream.reason, headers=response_headers, body=body)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=response_headers)
             await response.prepare(request)
             if request.method != "HEAD":

@@ -8,6 +8,7 @@ local_reply's table.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import time
@@ -137,12 +138,18 @@ class Gateway:
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
-        m = self.metrics
-        m.requests.labels(ex.route, str(ex.status)).inc()
-        m.request_duration.labels(ex.route).observe(duration)
+        children = self.metrics.route_children(ex.route, ex.status)
+        children.requests.inc()
+        children.duration.observe(duration)
         if ex.upstream_seconds is not None:
-            m.upstream_duration.labels(ex.route).observe(ex.upstream_seconds)
+            children.upstream.observe(ex.upstream_seconds)
         self.log.write(ex, duration)
+
+
+# Made ids: a random per-process prefix and a counter. Unique, cheap (no syscall per
+# request), and they reveal nothing but an order within one process.
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count(1)
 
 
 def _request_id(request: web.BaseRequest) -> str:
@@ -150,7 +157,7 @@ def _request_id(request: web.BaseRequest) -> str:
     given = request.headers.get("X-Request-Id")
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
-    return os.urandom(12).hex()
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 def _is_preflight(request: web.BaseRequest) -> bool:

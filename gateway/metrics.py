@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client import Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -22,6 +25,15 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # `_created` series double the exposition and no dashboard uses them.
 disable_created_metrics()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChildren:
+    """Label children of one (route, status): looked up once, then reused by every request."""
+
+    requests: Any
+    duration: Any
+    upstream: Any
 
 
 class Metrics:
@@ -63,10 +75,24 @@ class Metrics:
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
         self.inflight = Gauge("gateway_inflight_requests", "Requests in progress.", registry=r)
+        self._route_children: dict[tuple[str, int], RouteChildren] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
+
+    def route_children(self, route: str, status: int) -> RouteChildren:
+        # Routes come from config and statuses from a small set, so this map stays small.
+        key = (route, status)
+        children = self._route_children.get(key)
+        if children is None:
+            children = RouteChildren(
+                self.requests.labels(route, str(status)),
+                self.request_duration.labels(route),
+                self.upstream_duration.labels(route),
+            )
+            self._route_children[key] = children
+        return children
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,0 +1,167 @@
+"""In-process cost of one proxied request with a cached token: CPU seconds of the gateway per request.
+
+The gateway runs in this process (uvloop); the upstream and the load generator run in
+child processes, so the CPU time measured here is the gateway's alone.
+
+    .venv/bin/python bench/request_cost.py [--requests 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import os
+import pstats
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.config.load import load_config  # noqa: E402
+from gateway.server import GatewayProcess  # noqa: E402
+
+UPSTREAM = textwrap.dedent(
+    """
+    import asyncio, sys
+    from aiohttp import web
+    async def ok(request):
+        return web.Response(text="ok")
+    async def main():
+        server = web.Server(ok, access_log=None)
+        runner = web.ServerRunner(server)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", int(sys.argv[1]))
+        await site.start()
+        await asyncio.Event().wait()
+    asyncio.run(main())
+    """
+)
+
+LOAD = textwrap.dedent(
+    """
+    import asyncio, sys, time, aiohttp
+    url, token, total, conc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    async def main():
+        headers = {"Authorization": "Bearer " + token}
+        done = 0
+        bad = 0
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=conc)) as http:
+            async def worker(n):
+                nonlocal done, bad
+                for _ in range(n):
+                    async with http.get(url, headers=headers) as resp:
+                        await resp.read()
+                        bad += resp.status != 200
+                    done += 1
+            t = time.perf_counter()
+            await asyncio.gather(*(worker(total // conc) for _ in range(conc)))
+            print(done, bad, time.perf_counter() - t)
+    asyncio.run(main())
+    """
+)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def b64(n: int) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+
+async def measure(requests: int, profile: bool) -> dict[str, float]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = key.public_key().public_numbers()
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "jwks.json").write_text(json.dumps({"keys": [{"kty": "RSA", "kid": "k", "n": b64(pub.n), "e": b64(pub.e)}]}))
+    up_port, port, admin_port = free_port(), free_port(), free_port()
+    (tmp / "gw.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            server: {{listen: "127.0.0.1:{port}", admin_listen: "127.0.0.1:{admin_port}"}}
+            upstream: {{url: "http://127.0.0.1:{up_port}"}}
+            issuers:
+              - name: bench
+                issuer: "https://issuer.bench/"
+                audiences: [bench]
+                algorithms: [RS256]
+                jwks: {{file: jwks.json}}
+            forward:
+              claims_to_headers: {{sub: X-User-Id}}
+              payload_header: X-Jwt-Payload
+            routes:
+              - name: api
+                match: {{prefix: /}}
+                auth: required
+            """
+        )
+    )
+    now = int(time.time())
+    token = jwt.encode(
+        {"iss": "https://issuer.bench/", "aud": "bench", "sub": "u1", "iat": now, "exp": now + 3600},
+        key, algorithm="RS256", headers={"kid": "k"},
+    )
+    upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
+    process = GatewayProcess(load_config(tmp / "gw.yaml"))
+    process.access_log._stream = open(os.devnull, "w")  # the JSON line is still built, only not shown
+    await process.start()
+    try:
+        await asyncio.sleep(0.5)
+        url = f"http://127.0.0.1:{port}/api/x"
+        warm = await asyncio.create_subprocess_exec(sys.executable, "-c", LOAD, url, token, "2000", "32")
+        await warm.wait()
+        profiler = cProfile.Profile() if profile else None
+        cpu0 = time.process_time()
+        if profiler:
+            profiler.enable()
+        load = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", LOAD, url, token, str(requests), "32", stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await load.communicate()
+        if profiler:
+            profiler.disable()
+        cpu = time.process_time() - cpu0
+        done, bad, wall = out.split()
+        result = {
+            "requests": int(done), "non_200": int(bad), "gateway_cpu_us_per_request": cpu / int(done) * 1e6,
+            "client_wall_seconds": float(wall),
+        }
+        if profiler:
+            stream = io.StringIO()
+            pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
+            print(stream.getvalue())
+        return result
+    finally:
+        await process.stop()
+        upstream.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    print(json.dumps(asyncio.run(measure(args.requests, args.profile)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
