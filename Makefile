@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check venv clean
+.PHONY: run test check lint bench check-deploy venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+LINT_STAMP := $(VENV)/.lint-installed
+$(LINT_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,lint]'
+	touch $(LINT_STAMP)
+
+# mypy --strict over the package and ruff over everything.
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy gateway
+
+bench: $(STAMP)
+	bash bench/run.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

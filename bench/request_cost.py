@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config.load import load_config  # noqa: E402
-from gateway.server import GatewayProcess  # noqa: E402
+from gateway.config.load import load_config
+from gateway.server import GatewayProcess
 
 UPSTREAM = textwrap.dedent(
     """

@@ -20,7 +20,7 @@ def _json(status: int, body: dict[str, object]) -> web.Response:
 
 
 class Admin:
-    def __init__(self, gateway: "Gateway") -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:

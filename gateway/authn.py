@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jws import parse_token
@@ -26,7 +27,7 @@ class IssuerRuntime:
     name: str
     iss: str
     policy: VerifyPolicy
-    keys: "IssuerKeys"
+    keys: IssuerKeys
     clock_skew: float
 
 
@@ -45,14 +46,14 @@ def _number(value: object) -> float | None:
 class Authenticator:
     """Verifies tokens for the request path; owns the verified-token cache across reloads."""
 
-    def __init__(self, cache: TokenCache, metrics: "Metrics", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, cache: TokenCache, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
         self.cache = cache
         self._metrics = metrics
         self._clock = clock
         self._verify_hist = metrics.jwt_verify_seconds
 
     async def authenticate(
-        self, token: str, route: "Route", issuers: IssuerTable, max_token_bytes: int
+        self, token: str, route: Route, issuers: IssuerTable, max_token_bytes: int
     ) -> VerifiedToken:
         """Return the verified token, or raise TokenError with the reason it is refused."""
         started = time.perf_counter()
@@ -109,7 +110,7 @@ class Authenticator:
         return entry
 
 
-def _check_cached(entry: VerifiedToken, route: "Route", issuers: IssuerTable, now: float) -> None:
+def _check_cached(entry: VerifiedToken, route: Route, issuers: IssuerTable, now: float) -> None:
     """Time claims and the route's issuer restriction hold on every request, cached or not."""
     if route.issuer_names is not None and entry.issuer_name not in route.issuer_names:
         raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")

@@ -35,7 +35,7 @@ class _ValueSet:
     allocation: one hash set per JSON type (a Python set alone would say
     ``True in {1}``)."""
 
-    __slots__ = ("strings", "numbers", "booleans", "null")
+    __slots__ = ("booleans", "null", "numbers", "strings")
 
     def __init__(self, values: Iterable[Any]) -> None:
         strings: set[str] = set()

@@ -87,7 +87,7 @@ def header_value(value: Any) -> str | None:
 class ClaimHeaderPlan:
     """The compiled ``forward`` section: which claims go to which headers."""
 
-    __slots__ = ("_plan", "_payload_header", "strip_names")
+    __slots__ = ("_payload_header", "_plan", "strip_names")
 
     def __init__(self, forward: ForwardConfig) -> None:
         self._plan = tuple(

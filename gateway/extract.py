@@ -34,7 +34,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config.model import TokenSource
 
-__all__ = ["ExtractError", "TokenExtractor", "MAX_QUERY_FIELDS"]
+__all__ = ["MAX_QUERY_FIELDS", "ExtractError", "TokenExtractor"]
 
 ExtractKind = Literal["multiple", "malformed"]
 
@@ -70,7 +70,7 @@ def _header_values(headers: Headers, name: str, lower_name: str) -> list[str]:
 
 
 class _HeaderSource:
-    __slots__ = ("name", "lower_name", "scheme", "scheme_len", "needs_space")
+    __slots__ = ("lower_name", "name", "needs_space", "scheme", "scheme_len")
 
     def __init__(self, source: TokenSource) -> None:
         self.name = source.name
@@ -164,7 +164,7 @@ def _token_state(value: str | None) -> tuple[int, str]:
 class TokenExtractor:
     """The compiled ``tokens`` section: finds the request's single token."""
 
-    __slots__ = ("_headers", "_cookies", "_queries")
+    __slots__ = ("_cookies", "_headers", "_queries")
 
     def __init__(self, sources: Sequence[TokenSource]) -> None:
         self._headers = tuple(_HeaderSource(s) for s in sources if s.location == "header")

@@ -45,7 +45,7 @@ class HeaderPlan:
     drop: frozenset[str]  # lower-case names
 
     @classmethod
-    def build(cls, claim_header_names: Iterable[str], keep_authorization: bool) -> "HeaderPlan":
+    def build(cls, claim_header_names: Iterable[str], keep_authorization: bool) -> HeaderPlan:
         drop = set(HOP_BY_HOP | GATEWAY_SET | CONSUMED)
         drop.update(n.lower() for n in claim_header_names)
         if not keep_authorization:
@@ -151,7 +151,7 @@ class Upstream:
                 allow_redirects=False, compress=None, chunked=None,
             )
             upstream = await ctx.__aenter__()
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout() from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable() from exc
@@ -164,15 +164,17 @@ class Upstream:
             if length is not None and length <= SMALL_BODY and request.method != "HEAD":
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
-                body = await upstream.read()
-                return web.Response(status=upstream.status, reason=upstream.reason, headers=response_headers, body=body)
+                whole = await upstream.read()
+                return web.Response(
+                    status=upstream.status, reason=upstream.reason, headers=response_headers, body=whole
+                )
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=response_headers)
             await response.prepare(request)
             if request.method != "HEAD":
                 try:
                     async for chunk in upstream.content.iter_chunked(CHUNK):
                         await response.write(chunk)
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                except (TimeoutError, aiohttp.ClientError, OSError):
                     # Headers are gone already: cut the client connection so a truncated body
                     # is never mistaken for a complete one.
                     if request.transport is not None:
@@ -195,14 +197,14 @@ class Upstream:
                 self.url(path_qs), headers=headers, protocols=protocols, autoping=False, max_msg_size=0,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
             )
-        except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout() from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable() from exc
         client = web.WebSocketResponse(
             protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False, max_msg_size=0
         )
-        await client.prepare(request)  # type: ignore[arg-type]
+        await client.prepare(request)
         try:
             await _pump_both(client, upstream)
         finally:

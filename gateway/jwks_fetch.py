@@ -56,7 +56,7 @@ class FetchResult(StrEnum):
 class FetchError(Exception):
     """A failed fetch: `result` is the machine code, the message a safe sentence."""
 
-    __slots__ = ("result", "message")
+    __slots__ = ("message", "result")
 
     def __init__(self, result: FetchResult, message: str) -> None:
         super().__init__(f"{result}: {message}")

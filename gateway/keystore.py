@@ -26,8 +26,9 @@ import asyncio
 import logging
 import random as _random
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -56,8 +57,18 @@ HmacSet = Callable[[bytes], "KeySet"]
 Listener = Callable[["KeySet | None", "KeySet"], None]
 
 
+class KeyEventSink(Protocol):
+    """What the key store reports to: the metrics module is one."""
+
+    def refresh(self, issuer: str, result: str) -> None: ...
+
+    def keys_loaded(self, issuer: str, count: int) -> None: ...
+
+    def key_skipped(self, issuer: str, message: str) -> None: ...
+
+
 class KeyEvents:
-    """Observer of key-set activity; the metrics module subclasses it. Every method is a no-op here."""
+    """A KeyEventSink whose every method is a no-op: the default, and a base for test recorders."""
 
     def refresh(self, issuer: str, result: str) -> None:
         """One load attempt finished: "ok", "not_modified" or a FetchResult failure label."""
@@ -96,7 +107,7 @@ def _source_identity(config: IssuerConfig) -> tuple[Any, ...] | None:
 class _Deps:
     """What the store shares with each IssuerKeys: injected I/O, time and observers."""
 
-    events: KeyEvents
+    events: KeyEventSink
     clock: Callable[[], float]
     random: Callable[[], float]
     parse_set: ParseSet
@@ -384,7 +395,7 @@ class KeyStore:
         *,
         session: aiohttp.ClientSession | None = None,
         session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
-        events: KeyEvents | None = None,
+        events: KeyEventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
         parse_set: ParseSet | None = None,

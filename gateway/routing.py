@@ -63,7 +63,7 @@ _REGEX: Final = 4
 
 
 class _Compiled:
-    __slots__ = ("kind", "a", "b", "regex", "methods", "host", "route")
+    __slots__ = ("a", "b", "host", "kind", "methods", "regex", "route")
 
     def __init__(self, config: RouteConfig) -> None:
         m = config.match

@@ -29,13 +29,13 @@ class Runtime:
     issuers: IssuerTable
     claim_plan: ClaimHeaderPlan
     header_plan: HeaderPlan
-    keystore: "KeyStore"
+    keystore: KeyStore
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
 
 
-def build_runtime(config: GatewayConfig, keystore: "KeyStore", previous: Runtime | None = None) -> Runtime:
+def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:
     """Compile everything the request path needs; raises nothing for a validated config.
 
     The upstream connection pool of `previous` is kept when the upstream settings did not change.

@@ -6,8 +6,8 @@ that is safe to print: it never holds a secret value (STYLE principle 11).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ import math
 import os
 import re
 import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from gateway.config.errors import ConfigInvalid, ConfigIssue
 from gateway.config.model import (
@@ -46,7 +47,7 @@ from gateway.config.values import (
 )
 from gateway.config.yaml_lines import MAX_DOCUMENT_BYTES, MarkedMap, MarkedSeq, YamlError, load_yaml
 
-__all__ = ["ConfigInvalid", "ConfigIssue", "load_config", "parse_config", "SUPPORTED_ALGORITHMS"]
+__all__ = ["SUPPORTED_ALGORITHMS", "ConfigInvalid", "ConfigIssue", "load_config", "parse_config"]
 
 SUPPORTED_ALGORITHMS: tuple[str, ...] = (
     "HS256", "HS384", "HS512",

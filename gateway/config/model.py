@@ -6,8 +6,9 @@ that receives a GatewayConfig never re-validates it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 AuthMode = Literal["public", "optional", "required"]
 TokenLocation = Literal["header", "cookie", "query"]

@@ -6,8 +6,9 @@ import asyncio
 import base64
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
@@ -166,7 +167,7 @@ async def test_client_abort_cancels_upstream_exchange(
     gateway: GatewayProcess, upstream: Upstream, issuer: Issuer
 ) -> None:
     head = f"GET /slow?delay=0.9 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n\r\n"
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
     writer.write(head.encode())
     await writer.drain()
     await wait_for(lambda: gateway.metrics.inflight._value.get() == 1)

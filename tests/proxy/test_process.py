@@ -6,8 +6,8 @@ import asyncio
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest
@@ -171,6 +171,11 @@ async def wait_for_async(probe, expected, check=None, timeout: float = 10.0) -> 
         await asyncio.sleep(0.05)
 
 
+async def _grown_by(items: list[int], n: int) -> None:
+    start = len(items)
+    await wait_for(lambda: len(items) >= start + n)
+
+
 async def test_reload_under_steady_load_fails_no_request(make_gateway, issuer: Issuer) -> None:  # type: ignore[no-untyped-def]
     from tests.proxy.conftest import url
 
@@ -190,7 +195,7 @@ async def test_reload_under_steady_load_fails_no_request(make_gateway, issuer: I
     path = Path(gateway.config_path)
     text = path.read_text()
     for i in range(5):
-        await wait_for(lambda n=len(statuses): len(statuses) > n + 20)
+        await _grown_by(statuses, 20)
         # Alternate between two valid configs (a claim header renamed), each a full reload.
         path.write_text(text.replace("X-User-Email", f"X-User-Mail-{i}"))
         assert await gateway.reload()
