@@ -5,16 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import os
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    Info,
     disable_created_metrics,
     generate_latest,
+    values,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway import __version__
 
@@ -43,13 +46,34 @@ class RouteChildren:
     upstream: Any
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_values(directory: str) -> None:
+    """Call in each worker before building Metrics: values go to files every worker's scrape sums."""
+    os.environ[MULTIPROC_ENV] = directory
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
-    """All gateway metrics in a private registry (tests build as many as they like)."""
+    """All gateway metrics in a private registry (tests build as many as they like).
+
+    With several workers (use_multiprocess_values), each process writes its values to
+    the shared directory and a scrape of any worker reads them all.
+    """
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self.build_info = Info("gateway_build", "Gateway build information.", registry=r)
-        self.build_info.info({"version": __version__})
+        multiproc_dir = os.environ.get(MULTIPROC_ENV)
+        self._scrape_registry = r
+        if multiproc_dir:
+            self._scrape_registry = CollectorRegistry()
+            MultiProcessCollector(self._scrape_registry, path=multiproc_dir)  # type: ignore[no-untyped-call]
+        # A gauge, not an Info: Info has no multiprocess mode.
+        self.build_info = Gauge(
+            "gateway_build_info", "Gateway build information.", ["version"], registry=r, multiprocess_mode="max"
+        )
+        self.build_info.labels(__version__).set(1)
         self.jwt_verify_seconds = Histogram(
             "gateway_jwt_verify_seconds",
             "Time to authenticate a token (cache lookup, parse, signature, claims), by issuer and result.",
@@ -77,11 +101,14 @@ class Metrics:
         )
         self.jwks_keys = Gauge(
             "gateway_jwks_keys", "Usable verification keys held, by issuer.", ["issuer"], registry=r,
+            multiprocess_mode="livemax",
         )
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
-        self.inflight = Gauge("gateway_inflight_requests", "Requests in progress.", registry=r)
+        self.inflight = Gauge(
+            "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
+        )
         self._route_children: dict[tuple[str, int], RouteChildren] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
@@ -102,7 +129,7 @@ class Metrics:
         return children
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._scrape_registry)
 
     # The key store's KeyEventSink.
     def refresh(self, issuer: str, result: str) -> None:

@@ -112,14 +112,18 @@ class GatewayProcess:
         )
         self._proxy_runner = web.ServerRunner(proxy, shutdown_timeout=cfg.server.shutdown_grace)
         await self._proxy_runner.setup()
-        site = web.TCPSite(self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port)
+        shared = cfg.server.workers > 1  # workers share the ports; the kernel spreads connections
+        site = web.TCPSite(
+            self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port, reuse_port=shared
+        )
         await site.start()
         self.proxy_port = bound_port(site)
         admin = web.Server(Admin(self.gateway).handle, access_log=None)
         self._admin_runner = web.ServerRunner(admin, shutdown_timeout=1.0)
         await self._admin_runner.setup()
         admin_site = web.TCPSite(
-            self._admin_runner, _listen_socket_host(cfg.server.admin_listen), cfg.server.admin_listen.port
+            self._admin_runner, _listen_socket_host(cfg.server.admin_listen), cfg.server.admin_listen.port,
+            reuse_port=shared,
         )
         await admin_site.start()
         self.admin_port = bound_port(admin_site)
@@ -243,5 +247,21 @@ def run_forever(config_path: str) -> int:
             print(issue, file=sys.stderr)
         print(f"{config_path}: {len(exc.issues)} error(s); not starting", file=sys.stderr)
         return 1
+    if config.server.workers == 1:
+        _install_uvloop()
+        return asyncio.run(serve(config, config_path))
+    from gateway.metrics import MULTIPROC_ENV
+    from gateway.supervisor import Supervisor
+
+    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path))
+    os.environ[MULTIPROC_ENV] = supervisor.metrics_dir
+    log.info("starting %d workers", config.server.workers)
+    return supervisor.run()
+
+
+def _run_worker(config: GatewayConfig, config_path: str) -> int:
+    from gateway.metrics import use_multiprocess_values
+
+    use_multiprocess_values(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     _install_uvloop()
     return asyncio.run(serve(config, config_path))

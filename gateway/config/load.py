@@ -62,11 +62,14 @@ HS_MIN_SECRET_BYTES: Mapping[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
 MAX_SECRET_FILE_BYTES = 64 * 1024
 MAX_JWKS_FILE_BYTES = 1 << 20
 MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
+WORKERS_RANGE = (1, 64)
 MAX_TOKEN_BYTES_RANGE = (256, 1 << 20)
 MAX_CACHE_ENTRIES = 10_000_000
 
 _TOP_KEYS = ("server", "upstream", "tokens", "issuers", "forward", "routes", "cache")
-_SERVER_KEYS = ("listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight")
+_SERVER_KEYS = (
+    "listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers",
+)
 _UPSTREAM_KEYS = ("url", "connect_timeout", "timeout")
 _TOKEN_KEYS = ("header", "cookie", "query", "prefix")
 _ISSUER_KEYS = (
@@ -360,6 +363,8 @@ class _Parser:
                     kw["max_token_bytes"] = n
         if "cors_preflight" in m and (mode := self.choice(m["cors_preflight"], ("bypass", "check"))) is not None:
             kw["cors_preflight"] = mode
+        if "workers" in m and (workers := self.integer(m["workers"], *WORKERS_RANGE)) is not None:
+            kw["workers"] = workers
         return ServerConfig(**kw)
 
     def upstream(self, at: _At) -> UpstreamConfig:

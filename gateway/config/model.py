@@ -58,6 +58,9 @@ class ServerConfig:
     max_header_bytes: int = 16384
     max_token_bytes: int = 8192
     cors_preflight: Literal["bypass", "check"] = "bypass"
+    # Extension: processes sharing the ports (SO_REUSEPORT), each with its own event
+    # loop and key fetcher; metrics are summed across them. Read at start only.
+    workers: int = 1
 
 
 @dataclass(frozen=True, slots=True)
