@@ -27,7 +27,7 @@ class TokenError(Exception):
     """A rejection: `reason` is machine-readable; `description` is a safe sentence
     that never contains the token, a key or a claim value."""
 
-    __slots__ = ("reason", "description")
+    __slots__ = ("description", "reason")
 
     def __init__(self, reason: Reason, description: str) -> None:
         super().__init__(f"{reason}: {description}")

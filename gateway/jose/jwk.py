@@ -29,7 +29,7 @@ from gateway.jose.algorithms import (
 )
 from gateway.jose.errors import Reason, TokenError
 
-__all__ = ["PublicKey", "Jwk", "JwkError", "KeySet", "parse_jwk", "parse_jwk_set", "hmac_key"]
+__all__ = ["Jwk", "JwkError", "KeySet", "PublicKey", "hmac_key", "parse_jwk", "parse_jwk_set"]
 
 PublicKey: TypeAlias = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | bytes
@@ -269,7 +269,7 @@ def parse_jwk_set(obj: object, *, allow_oct: bool = False) -> tuple[KeySet, tupl
 class KeySet:
     """An immutable, indexed set of verification keys."""
 
-    __slots__ = ("_keys", "_kids", "_by_kid", "_by_kid_alg", "_by_alg")
+    __slots__ = ("_by_alg", "_by_kid", "_by_kid_alg", "_keys", "_kids")
 
     _keys: tuple[Jwk, ...]
     _kids: tuple[str, ...]

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from gateway.jose.errors import Reason, TokenError
 
-__all__ = ["JwsParts", "ParsedToken", "parse_jws", "parse_token", "MAX_JSON_DEPTH"]
+__all__ = ["MAX_JSON_DEPTH", "JwsParts", "ParsedToken", "parse_jws", "parse_token"]
 
 MAX_JSON_DEPTH: Final = 16
 

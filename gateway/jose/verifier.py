@@ -17,7 +17,7 @@ from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jwk import Jwk, KeySet
 from gateway.jose.jws import ParsedToken, parse_token
 
-__all__ = ["VerifyPolicy", "check_typ", "verify_token", "verify_compact"]
+__all__ = ["VerifyPolicy", "check_typ", "verify_compact", "verify_token"]
 
 _MEDIA_PREFIX: Final = "application/"
 
