@@ -213,7 +213,12 @@ def configure_logging() -> None:
 
 async def serve(config: GatewayConfig, config_path: str | None) -> int:
     process = GatewayProcess(config, config_path)
-    await process.start()
+    try:
+        await process.start()
+    except OSError as exc:  # a port in use, an address not on this host
+        log.error("cannot listen: %s", exc.strerror or exc)
+        await process.stop()
+        return 1
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task[None]] = []
 
