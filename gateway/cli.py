@@ -6,8 +6,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway import __version__
+
+if TYPE_CHECKING:
+    from gateway.config.model import GatewayConfig
 
 DEFAULT_CONFIG = "config/gateway.yaml"
 
@@ -16,16 +20,23 @@ def _config_path(given: str | None) -> str:
     return given or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
+def _load_or_report(path: str, consequence: str) -> GatewayConfig | None:
+    """The config, or None after printing every error with its line to stderr."""
     from gateway.config.load import ConfigInvalid, load_config
 
-    path = _config_path(args.config)
     try:
-        cfg = load_config(path)
+        return load_config(path)
     except ConfigInvalid as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
-        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s){consequence}", file=sys.stderr)
+        return None
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    cfg = _load_or_report(path, "")
+    if cfg is None:
         return 1
     print(f"{path}: valid: {len(cfg.issuers)} issuer(s), {len(cfg.routes)} route(s)")
     return 0
@@ -34,7 +45,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.server import run_forever
 
-    return run_forever(_config_path(args.config))
+    path = _config_path(args.config)
+    cfg = _load_or_report(path, "; not starting")
+    return 1 if cfg is None else run_forever(cfg, path)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -82,7 +82,7 @@ class _HeaderSource:
         # a trailing space ("Token:") is glued to it.
         self.needs_space = prefix != prefix.rstrip(" ")
 
-    def find(self, headers: Headers) -> tuple[int, str]:
+    def find(self, headers: Headers, query_string: str) -> tuple[int, str]:
         values = _header_values(headers, self.name, self.lower_name)
         if not values:
             return _ABSENT, ""
@@ -110,7 +110,7 @@ class _CookieSource:
     def __init__(self, source: TokenSource) -> None:
         self.name = source.name
 
-    def find(self, headers: Headers) -> tuple[int, str]:
+    def find(self, headers: Headers, query_string: str) -> tuple[int, str]:
         name = self.name
         found: str | None = None
         for header in _header_values(headers, "Cookie", "cookie"):
@@ -132,7 +132,7 @@ class _QuerySource:
     def __init__(self, source: TokenSource) -> None:
         self.name = source.name
 
-    def find(self, query_string: str) -> tuple[int, str]:
+    def find(self, headers: Headers, query_string: str) -> tuple[int, str]:
         # The name may arrive percent-encoded; only then is '%' needed to hide it.
         if not query_string or (self.name not in query_string and "%" not in query_string):
             return _ABSENT, ""
@@ -161,15 +161,17 @@ def _token_state(value: str | None) -> tuple[int, str]:
     return _FOUND, value
 
 
+_Source = _HeaderSource | _CookieSource | _QuerySource
+_SOURCE_KINDS: dict[str, type[_Source]] = {"header": _HeaderSource, "cookie": _CookieSource, "query": _QuerySource}
+
+
 class TokenExtractor:
     """The compiled ``tokens`` section: finds the request's single token."""
 
-    __slots__ = ("_cookies", "_headers", "_queries")
+    __slots__ = ("_sources",)
 
     def __init__(self, sources: Sequence[TokenSource]) -> None:
-        self._headers = tuple(_HeaderSource(s) for s in sources if s.location == "header")
-        self._cookies = tuple(_CookieSource(s) for s in sources if s.location == "cookie")
-        self._queries = tuple(_QuerySource(s) for s in sources if s.location == "query")
+        self._sources = tuple(_SOURCE_KINDS[s.location](s) for s in sources)
 
     def extract(self, headers: Headers, query_string: str) -> str | None:
         """The token, or None when the request carries none; ExtractError when
@@ -177,20 +179,8 @@ class TokenExtractor:
         token: str | None = None
         seen = 0
         malformed = False
-        for source in self._headers:
-            state, value = source.find(headers)
-            if state:
-                seen += 1
-                malformed = malformed or state == _MALFORMED
-                token = value
-        for cookie in self._cookies:
-            state, value = cookie.find(headers)
-            if state:
-                seen += 1
-                malformed = malformed or state == _MALFORMED
-                token = value
-        for query in self._queries:
-            state, value = query.find(query_string)
+        for source in self._sources:
+            state, value = source.find(headers, query_string)
             if state:
                 seen += 1
                 malformed = malformed or state == _MALFORMED

@@ -243,15 +243,9 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run_forever(config_path: str) -> int:
+def run_forever(config: GatewayConfig, config_path: str) -> int:
+    """Serve `config` (read from `config_path`, which is watched for reloads) until SIGTERM."""
     configure_logging()
-    try:
-        config = load_config(config_path)
-    except ConfigInvalid as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
-        print(f"{config_path}: {len(exc.issues)} error(s); not starting", file=sys.stderr)
-        return 1
     if config.server.workers == 1:
         _install_uvloop()
         return asyncio.run(serve(config, config_path))
