@@ -27,6 +27,7 @@ from gateway.token_cache import TokenCache
 
 log = logging.getLogger("gateway")
 CONFIG_POLL_SECONDS = 1.0
+WORKER_JOIN_TIMEOUT = 10.0
 
 
 class _ProxyProtocol(RequestHandler):
@@ -103,6 +104,11 @@ class GatewayProcess:
     async def start(self) -> None:
         cfg = self.runtime.config
         await self.keystore.start()
+        shared = cfg.server.workers > 1  # workers share the ports; the kernel spreads connections
+        if shared:
+            # A worker joins the shared ports once it has keys, so a (re)started worker never
+            # answers 503 while its siblings could serve; a single process listens at once.
+            await self._await_keys(WORKER_JOIN_TIMEOUT)
         proxy = _ProxyServer(
             self.gateway.handle,
             handler_cancellation=True,  # a client that goes away cancels its upstream exchange
@@ -112,7 +118,6 @@ class GatewayProcess:
         )
         self._proxy_runner = web.ServerRunner(proxy, shutdown_timeout=cfg.server.shutdown_grace)
         await self._proxy_runner.setup()
-        shared = cfg.server.workers > 1  # workers share the ports; the kernel spreads connections
         site = web.TCPSite(
             self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port, reuse_port=shared
         )
@@ -130,6 +135,12 @@ class GatewayProcess:
         if self.config_path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
         log.info("listening: proxy %s, admin %s", cfg.server.listen, cfg.server.admin_listen)
+
+    async def _await_keys(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.keystore.missing() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def reload(self) -> bool:
         """Build a complete new runtime from the config file and swap it in; keep the old one on any error."""

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger("gateway.supervisor")
-RESPAWN_DELAY = 1.0  # a worker that dies at once is not restarted in a tight loop
+RESPAWN_DELAY = 1.0
+_FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # a worker that dies at once is not restarted in a tight loop
 
 
 class Supervisor:
@@ -61,16 +62,21 @@ class Supervisor:
         return 0 if worst == 0 else 1
 
     def _spawn(self, index: int) -> None:
+        # Signals wait while forking: a SIGTERM landing between fork and the child's reset
+        # would run the supervisor's handler in the child, and the child would live on.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
         pid = os.fork()
         if pid == 0:  # the worker: default signal handling, then a whole gateway
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for sig in _FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
             code = 1
             try:
                 code = self._run_worker(index)
             finally:
                 os._exit(code)
         self._children[pid] = index
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
 
     def _forward(self, sig: int) -> None:
         for pid in list(self._children):
