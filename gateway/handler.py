@@ -21,7 +21,7 @@ from gateway.authn import Authenticator
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import Decision, reply
+from gateway.local_reply import REPLIES, Decision, reply
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
@@ -52,6 +52,10 @@ class Gateway:
             return response
         except asyncio.CancelledError:
             ex.status = CLIENT_CLOSED
+            raise
+        except Exception:
+            ex.status = 500  # aiohttp answers with our internal_error reply
+            ex.decision = Decision.INTERNAL_ERROR
             raise
         finally:
             self.metrics.inflight.dec()
@@ -131,6 +135,12 @@ class Gateway:
         finally:
             if timing:
                 ex.upstream_seconds = timing[0]
+
+    def record_unparsed(self, decision: Decision) -> None:
+        """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""
+        ex = Exchange(request_id="-", method="-", started=time.perf_counter(), decision=decision)
+        ex.status = REPLIES[decision].status
+        self._record(ex)
 
     def _reply(self, ex: Exchange, decision: Decision, reason: Reason | None = None) -> web.Response:
         ex.decision = decision

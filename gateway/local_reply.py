@@ -27,6 +27,7 @@ class Decision(StrEnum):
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     SHUTTING_DOWN = "shutting_down"
+    INTERNAL_ERROR = "internal_error"  # a bug of ours; never a stack trace to the client
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ REPLIES: dict[Decision, _Row] = {
     Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
     Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),
     Decision.SHUTTING_DOWN: _Row(503, "shutting_down", "the gateway is shutting down"),
+    Decision.INTERNAL_ERROR: _Row(500, "internal_error", "the gateway failed to handle this request"),
 }
 
 # Safe sentences for each rejection reason: the 401 error_description.

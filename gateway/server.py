@@ -45,18 +45,20 @@ class _ProxyProtocol(RequestHandler):
         elif status == 400:
             decision = Decision.BAD_REQUEST
         else:
-            log.error("internal error while handling a request: %s", type(exc).__name__ if exc else status)
-            response = web.Response(
-                status=500, body=b'{"error":"internal_error"}', headers={"Content-Type": "application/json"}
-            )
-            response.force_close()
-            return response
+            # A bug of ours (the handler raised): the traceback names code, never request data.
+            log.error("internal error while handling a request", exc_info=exc)
+            decision = Decision.INTERNAL_ERROR
+        server = self._manager
+        if decision is not Decision.INTERNAL_ERROR and isinstance(server, _ProxyServer) and server.gateway:
+            server.gateway.record_unparsed(decision)  # the handler never ran: count and log it here
         response = reply(decision, "-")
         response.force_close()
         return response
 
 
 class _ProxyServer(web.Server):
+    gateway: Gateway | None = None
+
     def __call__(self) -> RequestHandler:
         return _ProxyProtocol(self, loop=self._loop, **self._kwargs)
 
@@ -116,6 +118,7 @@ class GatewayProcess:
             max_field_size=cfg.server.max_header_bytes,
             access_log=None,
         )
+        proxy.gateway = self.gateway
         self._proxy_runner = web.ServerRunner(proxy, shutdown_timeout=cfg.server.shutdown_grace)
         await self._proxy_runner.setup()
         site = web.TCPSite(
