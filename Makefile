@@ -30,11 +30,16 @@ $(LINT_STAMP): $(STAMP)
 
 # mypy --strict over the package and ruff over everything.
 lint: $(LINT_STAMP)
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway tests bench deploy
 	$(BIN)/mypy gateway
 
 bench: $(STAMP)
 	bash bench/run.sh
+
+# Needs root and system tools (promtool, iproute2, kubectl, hadolint, checkov): installs them itself.
+check-deploy: $(STAMP)
+	bash .ci/deploy-tools.sh
+	bash deploy/check-deploy.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
