@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.authn import Authenticator  # noqa: E402
-from gateway.config.load import parse_config  # noqa: E402
-from gateway.keystore import KeyStore  # noqa: E402
-from gateway.metrics import Metrics  # noqa: E402
-from gateway.runtime import build_runtime  # noqa: E402
-from gateway.token_cache import TokenCache  # noqa: E402
+from gateway.authn import Authenticator
+from gateway.config.load import parse_config
+from gateway.keystore import KeyStore
+from gateway.metrics import Metrics
+from gateway.runtime import build_runtime
+from gateway.token_cache import TokenCache
 
 
 def b64(n: int, size: int | None = None) -> str:
