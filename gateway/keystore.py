@@ -162,10 +162,6 @@ class IssuerKeys:
     def ready(self) -> bool:
         return self._keys is not None
 
-    @property
-    def is_remote(self) -> bool:
-        return isinstance(self._source, RemoteSource)
-
     def add_listener(self, callback: Listener) -> None:
         """Call `callback(old, new)` whenever the current set is replaced."""
         self._listeners.append(callback)

@@ -26,7 +26,6 @@ class Decision(StrEnum):
     BAD_REQUEST = "bad_request"  # unparseable HTTP
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
-    SHUTTING_DOWN = "shutting_down"
     INTERNAL_ERROR = "internal_error"  # a bug of ours; never a stack trace to the client
 
 
@@ -53,7 +52,6 @@ REPLIES: dict[Decision, _Row] = {
     Decision.BAD_REQUEST: _Row(400, "bad_request", "the request is not valid HTTP"),
     Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
     Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),
-    Decision.SHUTTING_DOWN: _Row(503, "shutting_down", "the gateway is shutting down"),
     Decision.INTERNAL_ERROR: _Row(500, "internal_error", "the gateway failed to handle this request"),
 }
 

@@ -77,7 +77,6 @@ class GatewayProcess:
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
         self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
-        self._runners: list[web.BaseRunner] = []
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
