@@ -84,6 +84,7 @@ class Gateway:
                 token = rt.extractor.extract(request.headers, query)
             except ExtractError as exc:
                 if exc.kind == "multiple":
+                    ex.reason = "multiple_tokens"
                     return self._reply(ex, Decision.INVALID_REQUEST)
                 ex.reason = Reason.MALFORMED.value
                 return self._reply(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
