@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import sys
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote
 from typing import TextIO
 
 from gateway.local_reply import Decision
@@ -30,25 +31,42 @@ class Exchange:
     upstream_seconds: float | None = None
 
 
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def format_line(ex: Exchange, duration: float, now: float) -> str:
+    """The JSON object of one request. Every string goes through the JSON encoder's own quoting."""
+    upstream_ms = "null" if ex.upstream_seconds is None else f"{ex.upstream_seconds * 1000:.3f}"
+    sub = None if ex.sub is None else ex.sub[:_SUB_MAX]
+    return (
+        f'{{"ts":{now:.3f},"request_id":{_quote(ex.request_id)},"method":{_quote(ex.method)},'
+        f'"path":{_quote(ex.path)},"route":{_quote(ex.route)},"status":{ex.status},'
+        f'"duration_ms":{duration * 1000:.3f},"upstream_ms":{upstream_ms},"issuer":{_opt(ex.issuer)},'
+        f'"sub":{_opt(sub)},"decision":"{ex.decision.value}","reason":{_opt(ex.reason)}}}\n'
+    )
+
+
 class AccessLog:
+    """Lines are gathered and written once per event-loop turn: under load one write carries
+    many lines, and none waits longer than the current turn."""
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout
+        self._pending: list[str] = []
 
     def write(self, ex: Exchange, duration: float) -> None:
-        record = {
-            "ts": round(time.time(), 3),
-            "request_id": ex.request_id,
-            "method": ex.method,
-            "path": ex.path,
-            "route": ex.route,
-            "status": ex.status,
-            "duration_ms": round(duration * 1000, 3),
-            "upstream_ms": None if ex.upstream_seconds is None else round(ex.upstream_seconds * 1000, 3),
-            "issuer": ex.issuer,
-            "sub": ex.sub[:_SUB_MAX] if ex.sub is not None else None,
-            "decision": ex.decision.value,
-            "reason": ex.reason,
-        }
-        stream = self._stream
-        stream.write(json.dumps(record, separators=(",", ":")) + "\n")
-        stream.flush()
+        if not self._pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (tests, shutdown): write at once
+                self._pending.append(format_line(ex, duration, time.time()))
+                self.flush()
+                return
+        self._pending.append(format_line(ex, duration, time.time()))
+
+    def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._stream.write("".join(lines))
+            self._stream.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import aiohttp
@@ -12,7 +12,20 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.access_log import Exchange
 from gateway.config.model import UpstreamConfig
+from gateway.upstream_http import (
+    Connection,
+    Pool,
+    ResponseHead,
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamProtocolError,
+    encode_head,
+    read_body,
+    read_exactly,
+    read_head,
+)
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the legacy ones proxies also drop.
 HOP_BY_HOP = frozenset(
@@ -27,6 +40,7 @@ GATEWAY_SET = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ho
 CONSUMED = frozenset({"expect"})
 
 CHUNK = 64 * 1024
+_NO_BODY, _SIZED, _CHUNKED = 0, 1, 2  # how the request body travels upstream
 SMALL_BODY = 64 * 1024  # at most this much of a sized response is read whole before answering
 
 
@@ -90,43 +104,45 @@ class HeaderPlan:
         return out
 
 
-def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def _response_headers(upstream: list[tuple[str, str]]) -> CIMultiDict[str]:
     """Upstream response headers less hop-by-hop ones (and those its Connection names); repeats such as Set-Cookie kept."""
     drop = HOP_BY_HOP
-    connection = upstream.headers.get("Connection")
-    if connection:
-        drop = drop | {t.strip().lower() for t in connection.split(",")}
+    for name, value in upstream:
+        if name.lower() == "connection":
+            drop = drop | {t.strip().lower() for t in value.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
+    for name, value in upstream:
         if name.lower() not in drop:
             out.add(name, value)
     return out
 
 
 class Upstream:
-    """A pooled keep-alive client for the one upstream application."""
+    """The one upstream application: a lean keep-alive HTTP/1.1 pool, and aiohttp for WebSockets."""
 
     def __init__(self, cfg: UpstreamConfig) -> None:
+        url = URL(cfg.url)
         self._base = cfg.url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(
+        self._default_host = f"{url.host}:{url.port}" if url.port else str(url.host)
+        self._pool = Pool(str(url.host), int(url.port or 80), cfg.connect_timeout, tls=url.scheme == "https")
+        self._timeout = cfg.timeout
+        self._ws_timeout = aiohttp.ClientTimeout(
             total=None, connect=cfg.connect_timeout, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout
         )
         self._session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the running loop; reused for keep-alive pooling.
-        if self._session is not None:
-            return self._session
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, enable_cleanup_closed=True),
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),  # never keep an upstream's cookies between clients
-            auto_decompress=False,  # bytes pass through as the upstream sent them
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-        )
+    def _ws_client(self) -> aiohttp.ClientSession:
+        # Made on first WebSocket, inside the running loop.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._ws_timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),  # never keep an upstream's cookies between clients
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            )
         return self._session
 
     async def close(self) -> None:
+        self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -135,61 +151,118 @@ class Upstream:
         return URL(self._base + path_qs, encoded=True)
 
     async def forward(
-        self,
-        request: web.BaseRequest,
-        path_qs: str,
-        headers: CIMultiDict[str],
-        timing: list[float],
+        self, request: web.BaseRequest, path_qs: str, headers: CIMultiDict[str], ex: Exchange
     ) -> web.StreamResponse:
-        """Send the request upstream and stream the answer back; timing gets the seconds to response headers."""
-        session = self._client()
-        body = _stream_body(request) if request.body_exists else None
+        """Send the request upstream and stream the answer back; ex gets the time to response headers."""
+        method = request.method
+        fields = list(headers.items())
+        if "Host" not in headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
+            fields.append(("Host", self._default_host))
+        small_body = b""
+        body = _NO_BODY
+        if request.body_exists:
+            length = request.content_length
+            if length is not None and length <= SMALL_BODY:
+                # A small body goes out with the head in one write.
+                small_body = await request.content.readexactly(length)
+            elif length is not None:
+                body = _SIZED
+            else:  # the client's chunked framing was hop-by-hop: frame it again
+                body = _CHUNKED
+                fields.append(("Transfer-Encoding", "chunked"))
+        wire_head = encode_head(method, path_qs, fields)
         started = time.perf_counter()
+        conn, head, whole, sending = await self._send(request, wire_head + small_body, body)
+        ex.upstream_seconds = time.perf_counter() - started
+        reusable = False
         try:
-            ctx = session.request(
-                request.method, self.url(path_qs), headers=headers, data=body,
-                allow_redirects=False, compress=None, chunked=None,
-            )
-            upstream = await ctx.__aenter__()
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeout() from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnreachable() from exc
-        timing.append(time.perf_counter() - started)
-        try:
-            response_headers = _response_headers(upstream)
+            response_headers = _response_headers(head.headers)
             # The client can correlate with our logs even when the app does not echo the id.
-            response_headers.setdefault("X-Request-Id", headers["X-Request-Id"])
-            length = upstream.content_length
-            if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+            response_headers.setdefault("X-Request-Id", ex.request_id)
+            if whole is not None:
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
-                whole = await upstream.read()
-                return web.Response(
-                    status=upstream.status, reason=upstream.reason, headers=response_headers, body=whole
-                )
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=response_headers)
+                reusable = head.keep_alive
+                return web.Response(status=head.status, reason=head.reason, headers=response_headers, body=whole)
+            length = head.content_length
+            if length is None:
+                response_headers.popall("Content-Length", None)  # we frame it: chunked to the client
+            response = web.StreamResponse(status=head.status, reason=head.reason, headers=response_headers)
             await response.prepare(request)
-            if request.method != "HEAD":
-                try:
-                    async for chunk in upstream.content.iter_chunked(CHUNK):
-                        await response.write(chunk)
-                except (TimeoutError, aiohttp.ClientError, OSError):
-                    # Headers are gone already: cut the client connection so a truncated body
-                    # is never mistaken for a complete one.
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise
+            try:
+                async for piece in read_body(conn.reader, head, self._timeout):
+                    await response.write(piece)
+            except (UpstreamProtocolError, TimeoutError, ConnectionError):
+                # Headers are gone already: cut the client connection so a truncated body
+                # is never mistaken for a complete one.
+                ex.reason = "upstream_broke_mid_body"
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             await response.write_eof()
+            reusable = head.keep_alive
             return response
         finally:
-            await ctx.__aexit__(None, None, None)
+            if sending is not None and not sending.done():
+                reusable = False  # the upstream answered before taking the whole body
+                sending.cancel()
+            if sending is not None:
+                await asyncio.gather(sending, return_exceptions=True)
+            if reusable:
+                self._pool.release(conn)
+            else:
+                conn.close()
+
+    async def _send(
+        self, request: web.BaseRequest, first_write: bytes, body: int
+    ) -> tuple[Connection, ResponseHead, bytes | None, asyncio.Task[None] | None]:
+        """Write the request and read the response head (and a small sized body with it, under
+        the same deadline), on a pooled connection when one is fresh."""
+        for attempt in (1, 2):
+            try:
+                conn = await self._pool.acquire()
+            except UpstreamConnectTimeout as exc:
+                raise UpstreamTimeout() from exc
+            except UpstreamConnectError as exc:
+                raise UpstreamUnreachable() from exc
+            sending: asyncio.Task[None] | None = None
+            try:
+                conn.writer.write(first_write)
+                if body != _NO_BODY:
+                    # The body streams while we wait for the answer: an upstream may answer early.
+                    sending = asyncio.ensure_future(_send_body(request, conn.writer, chunked=body == _CHUNKED))
+                whole = None
+                async with asyncio.timeout(self._timeout):
+                    head = await read_head(conn.reader, request.method)
+                    length = head.content_length
+                    if request.method != "HEAD" and length is not None and 0 < length <= SMALL_BODY:
+                        whole = await read_exactly(conn.reader, length)
+                return conn, head, whole, sending
+            except UpstreamProtocolError as exc:
+                conn.close()
+                await _settle(sending)
+                # A kept-alive connection the upstream had already closed: once more on a new
+                # one, but only when nothing of a streamed body has been consumed.
+                if attempt == 1 and conn.reused and body == _NO_BODY:
+                    continue
+                raise UpstreamUnreachable() from exc
+            except TimeoutError as exc:
+                conn.close()
+                await _settle(sending)
+                raise UpstreamTimeout() from exc
+            except BaseException:
+                conn.close()
+                await _settle(sending)
+                raise
+        raise AssertionError("unreachable")
+
+
 
     async def websocket(
         self, request: web.BaseRequest, path_qs: str, headers: CIMultiDict[str]
     ) -> web.WebSocketResponse:
         """Proxy a WebSocket after the same checks as any request: connect upstream first, then accept."""
-        session = self._client()
+        session = self._ws_client()
         protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
         headers.popall("Sec-WebSocket-Protocol", None)
         try:
@@ -213,10 +286,20 @@ class Upstream:
         return client
 
 
-async def _stream_body(request: web.BaseRequest) -> AsyncIterator[bytes]:
-    # Chunks go upstream as they arrive: bodies are never held whole in memory.
-    async for chunk in request.content.iter_chunked(CHUNK):
-        yield chunk
+async def _settle(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _send_body(request: web.BaseRequest, writer: asyncio.StreamWriter, *, chunked: bool) -> None:
+    """Copy the client's body to the upstream as it arrives, never holding it whole (RFC 9112 §7.1 framing)."""
+    async for piece in request.content.iter_chunked(CHUNK):
+        writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+        await writer.drain()
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
 
 _WsEnd = aiohttp.ClientWebSocketResponse | web.WebSocketResponse

@@ -123,19 +123,15 @@ class Gateway:
         path_qs = f"{path}?{query}" if query else path
 
         # 6. Forward. The body is asked for only now, so a refused request never uploads it.
-        timing: list[float] = []
         try:
             if websocket:
                 return await rt.upstream.websocket(request, path_qs, headers)
             await _send_continue(request)
-            return await rt.upstream.forward(request, path_qs, headers, timing)
+            return await rt.upstream.forward(request, path_qs, headers, ex)
         except UpstreamUnreachable:
             return self._reply(ex, Decision.UPSTREAM_UNREACHABLE)
         except UpstreamTimeout:
             return self._reply(ex, Decision.UPSTREAM_TIMEOUT)
-        finally:
-            if timing:
-                ex.upstream_seconds = timing[0]
 
     def record_unparsed(self, decision: Decision) -> None:
         """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""

@@ -195,6 +195,7 @@ class GatewayProcess:
         await self.keystore.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
+        self.access_log.flush()
         self.stopped.set()
 
 
