@@ -11,6 +11,7 @@ until the connection closes. Anything ambiguous is an UpstreamProtocolError (502
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections import deque
@@ -118,6 +119,8 @@ def encode_head(method: str, target: str, headers: list[tuple[str, str]]) -> byt
 
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.1 field-name
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # RFC 9110 §5.5: no controls but HTAB
 
 
 async def read_head(reader: asyncio.StreamReader, method: str) -> ResponseHead:
@@ -152,10 +155,10 @@ def _parse_head(raw: bytes, method: str) -> ResponseHead:
     close = version == "HTTP/1.0"
     for line in header_lines:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or line[0] in " \t":
+        if not sep or _TOKEN.fullmatch(name) is None:
             raise UpstreamProtocolError("invalid header line")  # includes obsolete line folding
         value = value.strip(" \t")
-        if "\r" in value or "\n" in value or "\x00" in value:
+        if _FIELD_VALUE.fullmatch(value) is None:
             raise UpstreamProtocolError("invalid header value")
         lower = name.lower()
         if lower == "content-length":
