@@ -1,4 +1,4 @@
-"""In-process cost of one proxied request with a cached token: CPU seconds of the gateway per request.
+"""In-process cost of one proxied request with a cached token (or, with --invalid, of one 401): gateway CPU per request.
 
 The gateway runs in this process (uvloop); the upstream and the load generator run in
 child processes, so the CPU time measured here is the gateway's alone.
@@ -51,6 +51,7 @@ LOAD = textwrap.dedent(
     """
     import asyncio, sys, time, aiohttp
     url, token, total, conc = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    expect = int(sys.argv[5]) if len(sys.argv) > 5 else 200
     async def main():
         headers = {"Authorization": "Bearer " + token}
         done = 0
@@ -61,7 +62,7 @@ LOAD = textwrap.dedent(
                 for _ in range(n):
                     async with http.get(url, headers=headers) as resp:
                         await resp.read()
-                        bad += resp.status != 200
+                        bad += resp.status != expect
                     done += 1
             t = time.perf_counter()
             await asyncio.gather(*(worker(total // conc) for _ in range(conc)))
@@ -85,7 +86,7 @@ def b64(n: int) -> str:
     return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
 
 
-async def measure(requests: int, profile: bool) -> dict[str, float]:
+async def measure(requests: int, profile: bool, invalid: bool) -> dict[str, float]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pub = key.public_key().public_numbers()
     tmp = Path(tempfile.mkdtemp())
@@ -117,6 +118,11 @@ async def measure(requests: int, profile: bool) -> dict[str, float]:
         {"iss": "https://issuer.bench/", "aud": "bench", "sub": "u1", "iat": now, "exp": now + 3600},
         key, algorithm="RS256", headers={"kid": "k"},
     )
+    expect = "200"
+    if invalid:  # the 401 path: a corrupted signature, verified (and refused) on every request
+        head, payload, sig = token.split(".")
+        token = f"{head}.{payload}.{sig[:10]}{'A' if sig[10] != 'A' else 'B'}{sig[11:]}"
+        expect = "401"
     upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
     process = GatewayProcess(load_config(tmp / "gw.yaml"))
     process.access_log._stream = open(os.devnull, "w")  # the JSON line is still built, only not shown
@@ -124,14 +130,14 @@ async def measure(requests: int, profile: bool) -> dict[str, float]:
     try:
         await asyncio.sleep(0.5)
         url = f"http://127.0.0.1:{port}/api/x"
-        warm = await asyncio.create_subprocess_exec(sys.executable, "-c", LOAD, url, token, "2000", "32")
+        warm = await asyncio.create_subprocess_exec(sys.executable, "-c", LOAD, url, token, "2000", "32", expect)
         await warm.wait()
         profiler = cProfile.Profile() if profile else None
         cpu0 = time.process_time()
         if profiler:
             profiler.enable()
         load = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOAD, url, token, str(requests), "32", stdout=asyncio.subprocess.PIPE
+            sys.executable, "-c", LOAD, url, token, str(requests), "32", expect, stdout=asyncio.subprocess.PIPE
         )
         out, _ = await load.communicate()
         if profiler:
@@ -156,11 +162,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--invalid", action="store_true", help="the 401 path: a token with a corrupted signature")
     args = parser.parse_args()
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    print(json.dumps(asyncio.run(measure(args.requests, args.profile)), indent=2))
+    print(json.dumps(asyncio.run(measure(args.requests, args.profile, args.invalid)), indent=2))
 
 
 if __name__ == "__main__":

@@ -192,9 +192,10 @@ class Upstream:
             try:
                 async for piece in read_body(conn.reader, head, self._timeout):
                     await response.write(piece)
-            except (UpstreamProtocolError, TimeoutError, ConnectionError):
+            except (UpstreamProtocolError, TimeoutError):
                 # Headers are gone already: cut the client connection so a truncated body
-                # is never mistaken for a complete one.
+                # is never mistaken for a complete one. (A client that goes away raises
+                # ConnectionError from write(): the handler counts that as 499.)
                 ex.reason = "upstream_broke_mid_body"
                 if request.transport is not None:
                     request.transport.abort()

@@ -50,8 +50,8 @@ class Gateway:
             response = await self._process(request, rt, ex)
             ex.status = response.status
             return response
-        except asyncio.CancelledError:
-            ex.status = CLIENT_CLOSED
+        except (asyncio.CancelledError, ConnectionError):
+            ex.status = CLIENT_CLOSED  # the client went away mid-exchange: nothing to answer
             raise
         except Exception:
             ex.status = 500  # aiohttp answers with our internal_error reply

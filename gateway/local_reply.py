@@ -76,20 +76,48 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
 RETRY_AFTER_SECONDS = "5"
 
 
-def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:
-    """Build the local reply for `decision`; `reason` refines an invalid_token description."""
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One reply, built once: only the request id differs between two requests that get it."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body_head: bytes  # the JSON body up to the request id's value
+
+
+def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
     row = REPLIES[decision]
     description = row.description
     if reason is not None and decision is Decision.INVALID_TOKEN:
         description = REASON_DESCRIPTIONS.get(reason, description)
-    headers = {"Content-Type": "application/json", "X-Request-Id": request_id, "Cache-Control": "no-store"}
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
     if row.challenge is not None:
         if decision is Decision.NO_TOKEN:
-            headers["WWW-Authenticate"] = row.challenge
+            headers.append(("WWW-Authenticate", row.challenge))
         else:
             # Descriptions are fixed ASCII sentences without quotes (RFC 6750 §3).
-            headers["WWW-Authenticate"] = f'{row.challenge}, error_description="{description}"'
+            headers.append(("WWW-Authenticate", f'{row.challenge}, error_description="{description}"'))
     if row.status == 503:
-        headers["Retry-After"] = RETRY_AFTER_SECONDS
-    body = json.dumps({"error": row.error, "error_description": description, "request_id": request_id})
-    return web.Response(status=row.status, text=body, headers=headers, content_type=None)
+        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
+    body = json.dumps({"error": row.error, "error_description": description, "request_id": ""})
+    return _Prepared(row.status, tuple(headers), body[: -len('"}')].encode())
+
+
+_PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {
+    (decision, None): _prepare(decision, None) for decision in Decision if decision is not Decision.ALLOW
+}
+_PREPARED.update({(Decision.INVALID_TOKEN, reason): _prepare(Decision.INVALID_TOKEN, reason) for reason in Reason})
+
+
+def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:
+    """The local reply for `decision`; `reason` refines an invalid_token description.
+
+    request_id is one the gateway made or a client's that matched [A-Za-z0-9._:-]{1,128}
+    (or "-"), so it needs no JSON escaping.
+    """
+    prepared = _PREPARED.get((decision, reason)) or _PREPARED[(decision, None)]
+    response = web.Response(
+        status=prepared.status, body=prepared.body_head + request_id.encode() + b'"}', headers=prepared.headers
+    )
+    response.headers["X-Request-Id"] = request_id
+    return response

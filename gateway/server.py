@@ -40,6 +40,11 @@ class _ProxyProtocol(RequestHandler):
     def handle_error(
         self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
+        if isinstance(exc, ConnectionError):
+            # The client went away while we answered; the handler already counted it (499).
+            response = web.Response(status=499)
+            response.force_close()
+            return response
         if isinstance(exc, LineTooLong):
             decision = Decision.HEADERS_TOO_LARGE
         elif status == 400:

@@ -205,8 +205,11 @@ async def read_body(reader: asyncio.StreamReader, head: ResponseHead, idle_timeo
         return
     remaining = head.content_length
     while remaining is None or remaining > 0:
-        async with asyncio.timeout(idle_timeout):
-            data = await reader.read(CHUNK if remaining is None else min(CHUNK, remaining))
+        try:
+            async with asyncio.timeout(idle_timeout):
+                data = await reader.read(CHUNK if remaining is None else min(CHUNK, remaining))
+        except ConnectionError as exc:
+            raise UpstreamProtocolError("connection reset mid-body") from exc
         if not data:
             if remaining is None:
                 return  # close-delimited: the end of the body

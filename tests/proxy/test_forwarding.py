@@ -175,3 +175,17 @@ async def test_client_abort_cancels_upstream_exchange(
     await wait_for(upstream.cancelled.is_set, timeout=3)  # long before the 5 s answer
     await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
     assert 'code="499"' in gateway.metrics.exposition().decode()
+
+
+async def test_client_leaving_mid_download_is_499_not_an_error(
+    gateway: GatewayProcess, issuer: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    head = f"GET /download/{200 << 20} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(head.encode())
+    await writer.drain()
+    await reader.readexactly(1 << 20)  # the download is under way
+    writer.transport.abort()
+    await wait_for(lambda: 'code="499"' in gateway.metrics.exposition().decode(), timeout=5)
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
