@@ -96,7 +96,6 @@ class Authenticator:
                 entry = VerifiedToken(
                     issuer_name=issuer.name,
                     claims=claims,
-                    payload_segment=token.split(".", 2)[1],
                     key=key,
                     exp=exp,
                     nbf=_number(claims.get("nbf")),

@@ -78,7 +78,7 @@ class Gateway:
         ex.route = route.name
 
         # 3. Authentication: public routes look at no token; CORS preflights carry none.
-        verified = None
+        claim_headers: list[tuple[str, str]] = []
         if route.auth != "public" and not (rt.cors_bypass and _is_preflight(request)):
             try:
                 token = rt.extractor.extract(request.headers, query)
@@ -109,20 +109,22 @@ class Gateway:
                     ex.reason = "claim_rule"
                     return self._reply(ex, Decision.INSUFFICIENT_SCOPE)
 
-        # 5. Claim headers, set after every client copy of them was stripped.
-        extra = rt.claim_plan.headers(verified.claims, verified.payload_segment) if verified is not None else []
+                # 5. Claim headers (the payload header is the token's own middle segment).
+                claim_headers = rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+
+        # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
         headers = rt.header_plan.request_headers(
             request.headers,
             remote=request.remote,
             scheme=request.scheme,
             request_id=ex.request_id,
-            extra=extra,
+            extra=claim_headers,
             websocket=websocket,
         )
         path_qs = f"{path}?{query}" if query else path
 
-        # 6. Forward. The body is asked for only now, so a refused request never uploads it.
+        # 7. Forward. The body is asked for only now, so a refused request never uploads it.
         try:
             if websocket:
                 return await rt.upstream.websocket(request, path_qs, headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,18 +15,23 @@ class VerifiedToken:
 
     issuer_name: str
     claims: dict[str, Any]
-    payload_segment: str  # base64url of the exact signed payload bytes
     key: Jwk  # the key that verified it: dropped from the cache when the key leaves its set
     exp: float | None
     nbf: float | None
     cache_until: float  # wall clock; min(exp, verified_at + ttl)
 
 
+def _key(token: str) -> bytes:
+    # A digest of the whole token, not the token: 32 bytes instead of ~600 per entry
+    # (a signature alone would not do: it can be paired with another header and payload).
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
 class TokenCache:
-    """Bounded map from the whole token string to its VerifiedToken; oldest entries leave first."""
+    """Bounded map from (a digest of) the whole token to its VerifiedToken; oldest entries leave first."""
 
     def __init__(self, max_entries: int, ttl: float) -> None:
-        self._entries: dict[str, VerifiedToken] = {}
+        self._entries: dict[bytes, VerifiedToken] = {}
         self._max = max_entries
         self.ttl = ttl
 
@@ -33,11 +39,14 @@ class TokenCache:
         return len(self._entries)
 
     def get(self, token: str, now: float) -> VerifiedToken | None:
-        entry = self._entries.get(token)
+        if not self._entries:
+            return None
+        key = _key(token)
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if now >= entry.cache_until:
-            del self._entries[token]
+            del self._entries[key]
             return None
         return entry
 
@@ -45,10 +54,11 @@ class TokenCache:
         if self._max <= 0:
             return
         entries = self._entries
-        if token not in entries and len(entries) >= self._max:
+        key = _key(token)
+        if key not in entries and len(entries) >= self._max:
             # Insertion order is age order: drop the oldest entry.
             del entries[next(iter(entries))]
-        entries[token] = entry
+        entries[key] = entry
 
     def drop_removed_keys(self, issuer_name: str, old: KeySet | None, new: KeySet) -> int:
         """Forget every token of `issuer_name` whose key is not in `new`: a revoked key stops working at once."""
