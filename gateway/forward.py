@@ -15,6 +15,7 @@ from yarl import URL
 from gateway.access_log import Exchange
 from gateway.config.model import UpstreamConfig
 from gateway.upstream_http import (
+    CHUNK,
     Connection,
     Pool,
     ResponseHead,
@@ -39,7 +40,6 @@ GATEWAY_SET = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-ho
 # 100-continue is answered by the gateway itself once the request is authorized.
 CONSUMED = frozenset({"expect"})
 
-CHUNK = 64 * 1024
 _NO_BODY, _SIZED, _CHUNKED = 0, 1, 2  # how the request body travels upstream
 SMALL_BODY = 64 * 1024  # at most this much of a sized response is read whole before answering
 
