@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jws import parse_token
 from gateway.jose.verifier import VerifyPolicy, verify_token
-from gateway.token_cache import TokenCache, VerifiedToken
+from gateway.token_cache import STABLE_REJECTIONS, Rejection, TokenCache, VerifiedToken
 
 if TYPE_CHECKING:
     from gateway.keystore import IssuerKeys
@@ -58,12 +58,14 @@ class Authenticator:
         """Return the verified token, or raise TokenError with the reason it is refused."""
         started = time.perf_counter()
         issuer_label = UNKNOWN_ISSUER
+        now = self._clock()
+        cached = self.cache.get(token, now)
         try:
-            now = self._clock()
-            cached = self.cache.get(token, now)
             if cached is not None:
                 self._metrics.cache_hit.inc()
                 issuer_label = cached.issuer_name
+                if isinstance(cached, Rejection):
+                    raise TokenError(cached.reason, cached.description)
                 _check_cached(cached, route, issuers, now)
                 entry = cached
             else:
@@ -103,6 +105,10 @@ class Authenticator:
                 )
                 self.cache.put(token, entry)
         except TokenError as exc:
+            if exc.reason in STABLE_REJECTIONS and cached is None:
+                self.cache.put(
+                    token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl)
+                )
             self._verify_hist.labels(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
             raise
         self._verify_hist.labels(issuer_label, "ok").observe(time.perf_counter() - started)

@@ -1,4 +1,11 @@
-"""Verified-token cache: skips signature work for a token seen before, never the time or route checks."""
+"""Token verdict cache: skips signature work for a token seen before, never the time or route checks.
+
+It remembers both verdicts. A verified token is kept until min(exp, ttl); a refused one
+only for reasons that cannot change while keys and config stay as they are (a bad
+signature, an expired token, garbage), so a client retrying an expired token in a loop,
+or a flood of one forged token, costs a hash lookup instead of a signature check.
+Refusals of an issuer are forgotten when its key set changes, everything on reload.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.jose.errors import Reason
 from gateway.jose.jwk import Jwk, KeySet
 
 
@@ -21,6 +29,28 @@ class VerifiedToken:
     cache_until: float  # wall clock; min(exp, verified_at + ttl)
 
 
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A refused token: the reason and safe sentence to repeat, and the issuer label it had."""
+
+    issuer_name: str
+    reason: Reason
+    description: str
+    cache_until: float
+
+
+# Reasons that hold for the same token until keys or config change.
+STABLE_REJECTIONS = frozenset(
+    {
+        Reason.MALFORMED, Reason.TOO_LARGE, Reason.ALG_NOT_ALLOWED, Reason.UNSUPPORTED_CRIT, Reason.BAD_TYPE,
+        Reason.BAD_SIGNATURE, Reason.BAD_AUDIENCE, Reason.EXPIRED, Reason.MISSING_EXPIRATION,
+        Reason.LIFETIME_TOO_LONG,
+    }
+)
+
+Verdict = VerifiedToken | Rejection
+
+
 def _key(token: str) -> bytes:
     # A digest of the whole token, not the token: 32 bytes instead of ~600 per entry
     # (a signature alone would not do: it can be paired with another header and payload).
@@ -28,17 +58,17 @@ def _key(token: str) -> bytes:
 
 
 class TokenCache:
-    """Bounded map from (a digest of) the whole token to its VerifiedToken; oldest entries leave first."""
+    """Bounded map from (a digest of) the whole token to its verdict; oldest entries leave first."""
 
     def __init__(self, max_entries: int, ttl: float) -> None:
-        self._entries: dict[bytes, VerifiedToken] = {}
+        self._entries: dict[bytes, Verdict] = {}
         self._max = max_entries
         self.ttl = ttl
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, token: str, now: float) -> VerifiedToken | None:
+    def get(self, token: str, now: float) -> Verdict | None:
         if not self._entries:
             return None
         key = _key(token)
@@ -50,7 +80,7 @@ class TokenCache:
             return None
         return entry
 
-    def put(self, token: str, entry: VerifiedToken) -> None:
+    def put(self, token: str, entry: Verdict) -> None:
         if self._max <= 0:
             return
         entries = self._entries
@@ -61,13 +91,13 @@ class TokenCache:
         entries[key] = entry
 
     def drop_removed_keys(self, issuer_name: str, old: KeySet | None, new: KeySet) -> int:
-        """Forget every token of `issuer_name` whose key is not in `new`: a revoked key stops working at once."""
-        if old is None:
-            return 0
+        """A key set changed: forget every token of `issuer_name` whose key is not in `new` (a revoked
+        key stops working at once), and every refusal of that issuer (a new key may verify it)."""
         kept = new.keys
         stale = [
             token for token, entry in self._entries.items()
-            if entry.issuer_name == issuer_name and not any(entry.key is k or entry.key == k for k in kept)
+            if entry.issuer_name == issuer_name
+            and (isinstance(entry, Rejection) or not any(entry.key is k or entry.key == k for k in kept))
         ]
         for token in stale:
             del self._entries[token]
