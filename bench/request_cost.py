@@ -86,7 +86,7 @@ def b64(n: int) -> str:
     return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
 
 
-async def measure(requests: int, profile: bool, invalid: bool) -> dict[str, float]:
+async def measure(requests: int, profile: bool, invalid: bool, no_cache: bool) -> dict[str, float]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pub = key.public_key().public_numbers()
     tmp = Path(tempfile.mkdtemp())
@@ -110,6 +110,7 @@ async def measure(requests: int, profile: bool, invalid: bool) -> dict[str, floa
               - name: api
                 match: {{prefix: /}}
                 auth: required
+            cache: {{max_entries: {0 if no_cache else 10000}}}
             """
         )
     )
@@ -163,11 +164,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--invalid", action="store_true", help="the 401 path: a token with a corrupted signature")
+    parser.add_argument("--no-cache", action="store_true", help="verdict cache off: every request verifies")
     args = parser.parse_args()
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    print(json.dumps(asyncio.run(measure(args.requests, args.profile, args.invalid)), indent=2))
+    print(json.dumps(asyncio.run(measure(args.requests, args.profile, args.invalid, args.no_cache)), indent=2))
 
 
 if __name__ == "__main__":
