@@ -75,32 +75,34 @@ class HeaderPlan:
         request_id: str,
         extra: list[tuple[str, str]],
         websocket: bool = False,
-    ) -> CIMultiDict[str]:
-        """The upstream request's headers: strip first (ours, hop-by-hop, those named in Connection), then set."""
+    ) -> list[tuple[str, str]]:
+        """The upstream request's headers: strip first (ours, hop-by-hop, those named in Connection), then set.
+
+        Everything set here was dropped from the client's headers first, so it is appended, never merged.
+        """
         drop = self.drop
         connection = incoming.get("Connection")
         if connection:
             drop = drop | {t.strip().lower() for t in connection.split(",")}
         if websocket:  # the WebSocket client sets its own handshake headers
             drop = drop | {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
-        out: CIMultiDict[str] = CIMultiDict()
+        out: list[tuple[str, str]] = []
         for name, value in incoming.items():
             key = name.lower()
             # CGI-style apps read X_User_Id as X-User-Id: an underscore spelling of a
             # dropped header is dropped too.
             if key in drop or ("_" in key and key.replace("_", "-") in drop):
                 continue
-            out.add(name, value)
+            out.append((name, value))
         prior = incoming.getall("X-Forwarded-For", ())
         client = remote or "unknown"
-        out["X-Forwarded-For"] = ", ".join([*prior, client]) if prior else client
-        out["X-Forwarded-Proto"] = scheme
+        out.append(("X-Forwarded-For", ", ".join([*prior, client]) if prior else client))
+        out.append(("X-Forwarded-Proto", scheme))
         host = incoming.get("Host")
         if host is not None:
-            out["X-Forwarded-Host"] = host
-        out["X-Request-Id"] = request_id
-        for name, value in extra:
-            out[name] = value
+            out.append(("X-Forwarded-Host", host))
+        out.append(("X-Request-Id", request_id))
+        out.extend(extra)
         return out
 
 
@@ -151,12 +153,12 @@ class Upstream:
         return URL(self._base + path_qs, encoded=True)
 
     async def forward(
-        self, request: web.BaseRequest, path_qs: str, headers: CIMultiDict[str], ex: Exchange
+        self, request: web.BaseRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
     ) -> web.StreamResponse:
         """Send the request upstream and stream the answer back; ex gets the time to response headers."""
         method = request.method
-        fields = list(headers.items())
-        if "Host" not in headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
+        fields = headers
+        if "Host" not in request.headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
             fields.append(("Host", self._default_host))
         small_body = b""
         body = _NO_BODY
@@ -260,11 +262,12 @@ class Upstream:
 
 
     async def websocket(
-        self, request: web.BaseRequest, path_qs: str, headers: CIMultiDict[str]
+        self, request: web.BaseRequest, path_qs: str, fields: list[tuple[str, str]]
     ) -> web.WebSocketResponse:
         """Proxy a WebSocket after the same checks as any request: connect upstream first, then accept."""
         session = self._ws_client()
         protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
+        headers = CIMultiDict(fields)
         headers.popall("Sec-WebSocket-Protocol", None)
         try:
             upstream = await session.ws_connect(
