@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory, url
-from tests.proxy.harness import Issuer, Upstream
+from tests.proxy.harness import Issuer, Upstream, free_port
 
 
 def seen_headers(record: dict[str, Any]) -> dict[str, list[str]]:
@@ -187,9 +186,7 @@ async def test_keys_unavailable_is_503_then_recovers(
     make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer
 ) -> None:
     # Point the issuer's jwks at a port nobody listens on, so no key set can be had.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
+    dead_port = free_port()
     text = BASE_CONFIG.replace('uri: "{issuer_url}jwks.json"', f'uri: "http://127.0.0.1:{dead_port}/jwks.json"')
     gateway = await make_gateway(text, wait_keys=False)
     async with http.get(url(gateway, "/api/x"), headers={"Authorization": f"Bearer {issuer.token()}"}) as resp:
@@ -222,10 +219,7 @@ async def test_no_route_is_404(gateway: GatewayProcess, http: aiohttp.ClientSess
 async def test_upstream_refusing_is_502(
     make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead_port = s.getsockname()[1]
-    gateway = await make_gateway(upstream_port=dead_port)
+    gateway = await make_gateway(upstream_port=free_port())  # nobody listens there
     async with http.get(url(gateway, "/public/x")) as resp:
         assert resp.status == 502
         assert (await _error(resp))["error"] == "bad_gateway"
