@@ -243,3 +243,38 @@ async def test_long_header_line_is_431(gateway: GatewayProcess) -> None:
     status_line = await reader.readline()
     writer.close()
     assert status_line.split(b" ")[1] == b"431", status_line
+
+
+@pytest.mark.parametrize(("typ", "status"), [("at+jwt", 200), ("application/at+JWT", 200), ("JWT", 200), ("id+jwt", 401)])
+async def test_typ_allow_list(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, issuer: Issuer, typ: str, status: int
+) -> None:
+    """Identity providers issue access tokens as `at+jwt` (RFC 9068); other types are refused (RFC 8725 §3.11)."""
+    token = issuer.token(headers={"typ": typ})
+    async with http.get(url(gateway, "/api/x"), headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == status
+        if status == 401:
+            assert (await _error(resp))["error_description"] == "the token's type is not allowed"
+
+
+async def test_claim_rules_hold_for_a_cached_token(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, issuer: Issuer
+) -> None:
+    token = issuer.token(scope="read")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.get(url(gateway, "/api/x"), headers=headers) as resp:
+        assert resp.status == 200  # verified and cached
+    async with http.get(url(gateway, "/admin/x"), headers=headers) as resp:
+        assert resp.status == 403  # the cached verdict does not skip the route's rules
+    assert 'gateway_jwt_cache_lookups_total{result="hit"} 1.0' in gateway.metrics.exposition().decode()
+
+
+async def test_keep_authorization_false_strips_it(
+    make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer
+) -> None:
+    gateway = await make_gateway(BASE_CONFIG.replace("  payload_header: X-Jwt-Payload\n", "  payload_header: X-Jwt-Payload\n  keep_authorization: false\n"))
+    async with http.get(url(gateway, "/api/x"), headers={"Authorization": f"Bearer {issuer.token()}"}) as resp:
+        assert resp.status == 200
+        seen = seen_headers(json.loads(await resp.read()))
+    assert "authorization" not in seen
+    assert seen["x-user-id"] == ["alice"]

@@ -204,3 +204,20 @@ async def test_reload_under_steady_load_fails_no_request(make_gateway, issuer: I
     assert len(statuses) > 100
     assert set(statuses) == {200}
     assert 'gateway_config_reloads_total{result="ok"} 5.0' in gateway.metrics.exposition().decode()
+
+
+async def test_no_token_in_any_log_line(proc_factory, issuer: Issuer) -> None:  # type: ignore[no-untyped-def]
+    proc, port = await proc_factory()
+    good, expired = issuer.token(), issuer.token(exp=1, iat=0)
+    forged = good[:-6] + "AAAAAA"
+    async with aiohttp.ClientSession() as http:
+        for token, path in ((good, "/api/x"), (expired, "/api/x"), (forged, "/api/x"), (good, f"/api/x?access_token={good}")):
+            async with http.get(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}) as r:
+                await r.read()
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0
+    logs = proc.stdout_path.read_text() + proc.stderr_path.read_text()
+    assert len([line for line in proc.stdout_path.read_text().splitlines() if line.startswith("{")]) == 4
+    for token in (good, expired, forged):
+        for part in token.split("."):
+            assert part not in logs
