@@ -229,34 +229,34 @@ class Upstream:
             except UpstreamConnectError as exc:
                 raise UpstreamUnreachable() from exc
             sending: asyncio.Task[None] | None = None
+            self._pool.watch(conn, self._timeout)
             try:
                 conn.writer.write(first_write)
                 if body != _NO_BODY:
                     # The body streams while we wait for the answer: an upstream may answer early.
                     sending = asyncio.ensure_future(_send_body(request, conn.writer, chunked=body == _CHUNKED))
                 whole = None
-                async with asyncio.timeout(self._timeout):
-                    head = await read_head(conn.reader, request.method)
-                    length = head.content_length
-                    if request.method != "HEAD" and length is not None and 0 < length <= SMALL_BODY:
-                        whole = await read_exactly(conn.reader, length)
+                head = await read_head(conn.reader, request.method)
+                length = head.content_length
+                if request.method != "HEAD" and length is not None and 0 < length <= SMALL_BODY:
+                    whole = await read_exactly(conn.reader, length)
                 return conn, head, whole, sending
             except UpstreamProtocolError as exc:
                 conn.close()
                 await _settle(sending)
+                if conn.expired:  # the watchdog cut it: upstream.timeout passed
+                    raise UpstreamTimeout() from exc
                 # A kept-alive connection the upstream had already closed: once more on a new
                 # one, but only when nothing of a streamed body has been consumed.
                 if attempt == 1 and conn.reused and body == _NO_BODY:
                     continue
                 raise UpstreamUnreachable() from exc
-            except TimeoutError as exc:
-                conn.close()
-                await _settle(sending)
-                raise UpstreamTimeout() from exc
             except BaseException:
                 conn.close()
                 await _settle(sending)
                 raise
+            finally:
+                self._pool.unwatch(conn)
         raise AssertionError("unreachable")
 
 

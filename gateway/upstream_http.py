@@ -49,13 +49,15 @@ class ResponseHead:
 class Connection:
     """One keep-alive connection, carrying one exchange at a time."""
 
-    __slots__ = ("idle_since", "reader", "reused", "writer")
+    __slots__ = ("deadline", "expired", "idle_since", "reader", "reused", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         self.idle_since = 0.0
         self.reused = False
+        self.deadline = 0.0  # while watched: when the response head must have arrived
+        self.expired = False  # the watchdog cut it at its deadline
 
     def usable(self, now: float) -> bool:
         return (
@@ -77,6 +79,29 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._ssl = ssl.create_default_context() if tls else None
         self._idle: deque[Connection] = deque()
+        self._watched: set[Connection] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def watch(self, conn: Connection, timeout: float) -> None:
+        """Cut `conn` if no response head arrived within `timeout`: one sweeping task for all
+        exchanges instead of a timer per request (the deadline is kept to within timeout/10)."""
+        conn.deadline = time.monotonic() + timeout
+        self._watched.add(conn)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._sweep(min(max(timeout / 10, 0.01), 0.5)))
+
+    def unwatch(self, conn: Connection) -> None:
+        self._watched.discard(conn)
+
+    async def _sweep(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in [c for c in self._watched if c.deadline <= now]:
+                conn.expired = True
+                self._watched.discard(conn)
+                # The pending read then fails at once; the reader sees `expired` and answers 504.
+                conn.writer.transport.abort()
 
     async def acquire(self) -> Connection:
         now = time.monotonic()
@@ -108,6 +133,9 @@ class Pool:
     def close(self) -> None:
         while self._idle:
             self._idle.pop().close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 def encode_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
