@@ -50,7 +50,6 @@ class Authenticator:
         self.cache = cache
         self._metrics = metrics
         self._clock = clock
-        self._verify_hist = metrics.jwt_verify_seconds
 
     async def authenticate(
         self, token: str, route: Route, issuers: IssuerTable, max_token_bytes: int
@@ -109,9 +108,9 @@ class Authenticator:
                 self.cache.put(
                     token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl)
                 )
-            self._verify_hist.labels(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
+            self._metrics.verify_histogram(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
             raise
-        self._verify_hist.labels(issuer_label, "ok").observe(time.perf_counter() - started)
+        self._metrics.verify_histogram(issuer_label, "ok").observe(time.perf_counter() - started)
         return entry
 
 

@@ -128,6 +128,7 @@ class Metrics:
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
         self._route_children: dict[tuple[str, int], RouteChildren] = {}
+        self._verify_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
@@ -145,6 +146,14 @@ class Metrics:
             )
             self._route_children[key] = children
         return children
+
+    def verify_histogram(self, issuer: str, result: str) -> Any:
+        """The verification histogram's child for (issuer, result); both come from closed sets."""
+        key = (issuer, result)
+        child = self._verify_children.get(key)
+        if child is None:
+            child = self._verify_children[key] = self.jwt_verify_seconds.labels(issuer, result)
+        return child
 
     def exposition(self) -> bytes:
         return generate_latest(self._scrape_registry)
