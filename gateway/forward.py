@@ -83,7 +83,7 @@ class HeaderPlan:
         drop = self.drop
         connection = incoming.get("Connection")
         if connection:
-            drop = drop | {t.strip().lower() for t in connection.split(",")}
+            drop = drop | _named_in(connection)
         if websocket:  # the WebSocket client sets its own handshake headers
             drop = drop | {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
         out: list[tuple[str, str]] = []
@@ -106,12 +106,17 @@ class HeaderPlan:
         return out
 
 
+def _named_in(connection: str) -> set[str]:
+    """The header names a Connection value lists: hop-by-hop too (RFC 9110 §7.6.1)."""
+    return {t.strip().lower() for t in connection.split(",")}
+
+
 def _response_headers(upstream: list[tuple[str, str]]) -> CIMultiDict[str]:
     """Upstream response headers less hop-by-hop ones (and those its Connection names); repeats such as Set-Cookie kept."""
     drop = HOP_BY_HOP
     for name, value in upstream:
         if name.lower() == "connection":
-            drop = drop | {t.strip().lower() for t in value.split(",")}
+            drop = drop | _named_in(value)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream:
         if name.lower() not in drop:
