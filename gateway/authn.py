@@ -28,7 +28,6 @@ class IssuerRuntime:
     iss: str
     policy: VerifyPolicy
     keys: IssuerKeys
-    clock_skew: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +117,7 @@ def _check_cached(entry: VerifiedToken, route: Route, issuers: IssuerTable, now:
     """Time claims and the route's issuer restriction hold on every request, cached or not."""
     if route.issuer_names is not None and entry.issuer_name not in route.issuer_names:
         raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")
-    skew = issuers.by_name[entry.issuer_name].clock_skew  # the cache is cleared on reload
+    skew = issuers.by_name[entry.issuer_name].policy.claims.clock_skew  # the cache is cleared on reload
     if entry.exp is not None and now - skew >= entry.exp:
         raise TokenError(Reason.EXPIRED, "the token has expired")
     if entry.nbf is not None and entry.nbf > now + skew:

@@ -53,7 +53,7 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
             ),
             typ=cfg.typ,
         )
-        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name), cfg.clock_skew))
+        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name)))
     claim_plan = ClaimHeaderPlan(config.forward)
     return Runtime(
         config=config,
