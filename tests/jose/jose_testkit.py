@@ -28,11 +28,8 @@ _CRV = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48), "secp521r1": ("P
 
 
 def vectors_dir() -> Path:
-    """shared/vectors next to the checkout, or $GATEWAY_VECTORS."""
-    env = os.environ.get("GATEWAY_VECTORS")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
+    """tests/vectors: the published vectors, copied into the repository with their licence."""
+    return Path(__file__).resolve().parents[1] / "vectors"
 
 
 def b64u(data: bytes) -> str:

@@ -52,7 +52,7 @@ def _files() -> list[Any]:
 
 
 def test_rfc_files_present() -> None:
-    assert _rfc_dir().is_dir(), f"RFC vectors not found at {_rfc_dir()} (set GATEWAY_VECTORS)"
+    assert _rfc_dir().is_dir(), f"RFC vectors not found at {_rfc_dir()}"
     assert {p.name for p in _rfc_dir().glob("*.json")} == EXPECTED_FILES
 
 

@@ -99,7 +99,7 @@ CASES = _cases()
 
 def test_vector_files_present_and_intact() -> None:
     directory = _wycheproof_dir()
-    assert directory.is_dir(), f"Wycheproof vectors not found at {directory} (set GATEWAY_VECTORS)"
+    assert directory.is_dir(), f"Wycheproof vectors not found at {directory}"
     sums = {}
     for line in (directory.parent / "SHA256SUMS").read_text().splitlines():
         digest, _, path = line.partition("  ")
