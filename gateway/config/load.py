@@ -69,7 +69,9 @@ MAX_CACHE_ENTRIES = 10_000_000
 _TOP_KEYS = ("server", "upstream", "tokens", "issuers", "forward", "routes", "cache")
 _SERVER_KEYS = (
     "listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers",
+    "authz_listen", "authz_dialect", "authz_path_prefix",
 )
+_AUTHZ_DIALECTS = ("auto", "traefik", "nginx", "envoy")
 _UPSTREAM_KEYS = ("url", "connect_timeout", "timeout")
 _TOKEN_KEYS = ("header", "cookie", "query", "prefix")
 _ISSUER_KEYS = (
@@ -365,7 +367,28 @@ class _Parser:
             kw["cors_preflight"] = mode
         if "workers" in m and (workers := self.integer(m["workers"], *WORKERS_RANGE)) is not None:
             kw["workers"] = workers
+        kw.update(self.authz_server_keys(m, kw))
         return ServerConfig(**kw)
+
+    def authz_server_keys(self, m: dict[str, _At], kw: dict[str, Any]) -> dict[str, Any]:
+        """server.authz_listen / authz_dialect / authz_path_prefix: the decision listener."""
+        out: dict[str, Any] = {}
+        if "authz_listen" in m and (addr := self.listen(m["authz_listen"])) is not None:
+            for other in ("listen", "admin_listen"):
+                if other in kw and _same_socket(addr, kw[other]):
+                    self.error(m["authz_listen"], f"must not share a port with {other} ({kw[other]})")
+            out["authz_listen"] = addr
+        if "authz_dialect" in m and (dialect := self.choice(m["authz_dialect"], _AUTHZ_DIALECTS)) is not None:
+            out["authz_dialect"] = dialect
+        if "authz_path_prefix" in m and (prefix := self.string(m["authz_path_prefix"])) is not None:
+            problem = _path_problem(prefix)
+            if problem is not None:
+                self.error(m["authz_path_prefix"], problem)
+            elif prefix.endswith("/"):
+                self.error(m["authz_path_prefix"], f"{prefix!r}: write the prefix without a trailing '/' (it strips whole segments)")
+            else:
+                out["authz_path_prefix"] = prefix
+        return out
 
     def upstream(self, at: _At) -> UpstreamConfig:
         m = self.mapping(at, _UPSTREAM_KEYS)
