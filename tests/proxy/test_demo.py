@@ -47,3 +47,35 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+async def test_demo_authz_checks_do_what_they_say(tmp_path: Path) -> None:
+    port, admin_port, authz_port = free_port(), free_port(), free_port()
+    out_path = tmp_path / "demo.out"
+    with open(out_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "demo", "--port", str(port), "--admin-port", str(admin_port),
+             "--authz", "--authz-port", str(authz_port)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while "Ctrl-C" not in out_path.read_text():
+            assert proc.poll() is None, out_path.read_text()
+            assert time.monotonic() < deadline, "demo did not print its instructions"
+            await asyncio.sleep(0.05)
+        text = out_path.read_text()
+        checks = [(c, line) for c, line in re.findall(r"^# (\d{3}): .*\n(curl .*)$", text, flags=re.M)
+                  if f":{authz_port}/" in line]
+        assert [code for code, _ in checks] == ["200", "403", "200", "401"]
+        async with aiohttp.ClientSession() as http:
+            for code, line in checks:
+                argv = shlex.split(line)
+                headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
+                async with http.get(argv[-1], headers=headers) as resp:
+                    assert resp.status == int(code), line
+                    if code == "200":
+                        assert resp.headers["X-User-Id"] in ("alice", "bob") and await resp.read() == b""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
