@@ -339,7 +339,7 @@ async def test_metrics_and_access_log_name_the_listener(
     gateway: GatewayProcess, http: aiohttp.ClientSession, issuer: Issuer
 ) -> None:
     lines: list[str] = []
-    gateway.access_log._stream = _Lines(lines)  # type: ignore[assignment]
+    gateway.access_log._stream = _Lines(lines)
     await ask(http, gateway, {**traefik("GET", "/api/x?q=hidden"), **bearer(issuer.token())})
     await ask(http, gateway, traefik("GET", "/api/x"))
     await ask(http, gateway, [("X-Forwarded-Uri", "/x")])
