@@ -14,7 +14,6 @@ Results: printed as a Markdown table and written to bench/results/decision-<ts>.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from request_cost import b64, free_port  # bench/ is the script's directory
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -38,16 +38,6 @@ ROUNDS = int(os.environ.get("DECISION_ROUNDS", "3"))
 DURATION = int(os.environ.get("DECISION_DURATION", "10"))
 CONNECTIONS = int(os.environ.get("DECISION_CONNECTIONS", "32"))
 ISSUER = "https://idp.example.com/"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def b64(n: int) -> str:
-    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
 
 
 def wait_listening(port: int, timeout: float = 20.0) -> None:
