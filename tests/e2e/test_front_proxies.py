@@ -212,3 +212,25 @@ async def test_tokens_in_two_places_are_refused(setup: Setup) -> None:
     assert s.upstream.seen == []
     answer = await send(s, "/api/x", [("Cookie", f"access_token={token}")])
     assert answer.status == 200 and seen_headers(s.upstream)["x-user-id"] == "alice"
+
+
+@pytest.mark.parametrize("kind", ["nginx", "envoy"])
+async def test_auto_dialect_behind_each_proxy_is_never_lured(
+    kind: str, make_gateway: GatewayFactory, upstream: Upstream, issuer: Issuer, tmp_path: Path
+) -> None:
+    # Unpinned (auto): nginx passes a client's X-Forwarded-* to the check (two families: refused);
+    # Envoy passes only the headers it is told to (none of these). Never allowed, never forwarded.
+    gateway = await make_gateway(authz_config(dialect="auto"))
+    front = await start_front(kind, tmp_path / kind, upstream.port, gateway.authz_port, free_port())
+    try:
+        s = Setup(front, gateway, upstream, issuer)
+        lures = [("X-Forwarded-Uri", "/public/x"), ("X-Forwarded-Method", "GET"), ("X-Forwarded-Host", "a"),
+                 ("X-Original-URI", "/public/x"), ("X-Original-Method", "GET")]
+        for headers in (lures, [*lures, *bearer(issuer.token()).items()], lures[:2], lures[3:]):
+            answer = await send(s, "/admin/x", headers)
+            assert answer.status in (401, 403), (kind, headers, answer.status)
+        assert upstream.seen == []
+        answer = await send(s, "/api/x", bearer(issuer.token()))
+        assert answer.status == 200 and seen_headers(upstream)["x-user-id"] == "alice"
+    finally:
+        front.stop()
