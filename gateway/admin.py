@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.local_reply import SERVER_HEADER
 from gateway.metrics import CONTENT_TYPE
+
+SERVER = SERVER_HEADER[1]
 
 if TYPE_CHECKING:
     from gateway.handler import Gateway
@@ -15,7 +18,7 @@ if TYPE_CHECKING:
 
 def _json(status: int, body: dict[str, object]) -> web.Response:
     return web.Response(
-        status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/json", "Server": SERVER}
     )
 
 
@@ -32,7 +35,7 @@ class Admin:
         if path == "/readyz":
             return self._readyz()
         if path == "/metrics":
-            return web.Response(body=self._gateway.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+            return web.Response(body=self._gateway.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE, "Server": SERVER})
         return _json(404, {"error": "not_found"})
 
     def _readyz(self) -> web.Response:

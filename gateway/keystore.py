@@ -132,7 +132,7 @@ class IssuerKeys:
                 # Config validation should have caught it; if not, the issuer stays
                 # unready (503, named by /readyz) rather than silently losing HS*.
                 self._secret_unusable = True
-                log.error("issuer secret unusable: issuer=%s: %s", self.name, str(exc)[:200])
+                log.error("issuer secret unusable", extra={"issuer": self.name, "error": type(exc).__name__})
         self._jwks: KeySet | None = None  # last good set from the JWKS source
         self._keys: KeySet | None = None  # what callers see: JWKS set merged with the HS secret
         self._document: Any = None  # the document `_jwks` came from, to skip re-parsing an unchanged one
@@ -273,7 +273,7 @@ class IssuerKeys:
                 result = self._failed(exc)
         except Exception:
             # A bug here must not end the refresh loop or leak into the request path.
-            log.exception("jwks refresh crashed: issuer=%s", self.name)
+            log.exception("jwks refresh crashed", extra={"issuer": self.name})
             self._failures += 1
             result = FetchResult.INVALID
         self._report(result)
@@ -333,7 +333,7 @@ class IssuerKeys:
         if skipped != self._skipped:
             # Logged when the set of skipped keys changes, not on every refresh.
             for message in skipped:
-                log.warning("jwks key skipped: issuer=%s: %s", self.name, message)
+                log.warning("jwks key skipped", extra={"issuer": self.name, "error": message})
                 self._emit("key_skipped", self.name, message)
             self._skipped = skipped
         if len(key_set) == 0:
@@ -357,18 +357,20 @@ class IssuerKeys:
         self._keys = new
         if new is None:
             return
-        log.info("jwks keys loaded: issuer=%s keys=%d", self.name, len(new))
+        log.info("jwks keys loaded", extra={"issuer": self.name, "keys": len(new)})
         self._emit("keys_loaded", self.name, len(new))
         for listener in list(self._listeners):
             try:
                 listener(old, new)
             except Exception:
-                log.exception("key-set listener failed: issuer=%s", self.name)
+                log.exception("key-set listener failed", extra={"issuer": self.name})
 
     def _failed(self, exc: FetchError) -> FetchResult:
         self._failures += 1
-        kept = "keeping the previous key set" if self._jwks is not None else "no key set yet"
-        log.warning("jwks refresh failed: issuer=%s result=%s: %s; %s", self.name, exc.result, exc.message, kept)
+        log.warning(
+            "jwks refresh failed",
+            extra={"issuer": self.name, "result": str(exc.result), "error": exc.message, "kept_previous": self._jwks is not None},
+        )
         return exc.result
 
     def _report(self, result: FetchResult) -> None:
@@ -379,7 +381,7 @@ class IssuerKeys:
         try:
             getattr(self._deps.events, method)(*args)
         except Exception:
-            log.exception("key event observer failed: %s", method)
+            log.exception("key event observer failed", extra={"observer": method})
 
 
 class KeyStore:

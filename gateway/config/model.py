@@ -61,6 +61,8 @@ class ServerConfig:
     # Extension: processes sharing the ports (SO_REUSEPORT), each with its own event
     # loop and key fetcher; metrics are summed across them. Read at start only.
     workers: int = 1
+    # The process log's level (debug, info, warning, error); debug adds, per refused token, the failed check.
+    log_level: str = "info"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from gateway.config.reader import At, Block, Reader
 MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
 WORKERS_RANGE = (1, 64)
 MAX_TOKEN_BYTES_RANGE = (256, 1 << 20)
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _read_core(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> None:
@@ -35,12 +36,15 @@ def _read_core(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> N
         kw["cors_preflight"] = mode
     if "workers" in m and (workers := r.integer(m["workers"], *WORKERS_RANGE)) is not None:
         kw["workers"] = workers
+    if "log_level" in m and (level := r.choice(m["log_level"], LOG_LEVELS)) is not None:
+        kw["log_level"] = level
 
 
 # The keys of `server`, one block per feature (a new feature adds its module's block here).
 SERVER_BLOCKS: tuple[Block, ...] = (
     Block(
-        ("listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers"),
+        ("listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers",
+         "log_level"),
         _read_core,
     ),
 )
