@@ -10,6 +10,8 @@ variables and files, and JWK Set files.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -73,4 +75,5 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     except UnicodeDecodeError as exc:
         raise ConfigInvalid([ConfigIssue("", None, f"config file is not UTF-8 (byte {exc.start})", source)]) from None
     base_dir = Path(os.path.abspath(source)).parent
-    return parse_config(text, source=source, base_dir=base_dir, environ=os.environ if environ is None else environ)
+    config = parse_config(text, source=source, base_dir=base_dir, environ=os.environ if environ is None else environ)
+    return dataclasses.replace(config, sha256=hashlib.sha256(data).hexdigest())
