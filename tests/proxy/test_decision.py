@@ -413,3 +413,11 @@ class _Lines:
 
 def _b64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_admin_config_shows_the_decision_keys(gateway: GatewayProcess, http: aiohttp.ClientSession) -> None:
+    async with http.get(admin_url(gateway, "/config")) as resp:
+        assert resp.status == 200
+        server = (await resp.json())["config"]["server"]
+    assert server["authz_dialect"] == "auto" and server["authz_path_prefix"] == "/authz"
+    assert server["authz_listen"] == {"host": "127.0.0.1", "port": 0}  # as configured (0: any free port)
