@@ -60,7 +60,8 @@ _MARKERS: Final = {
     Family.NGINX: (_NGINX_METHOD, _NGINX_URI, _NGINX_URL),
 }
 _TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 tchar: a method
-_ABSOLUTE: Final = re.compile(r"(?i:https?)://([^/?#\s]+)(/[^#]*)?")
+# RFC 3986 §3: scheme "://" authority (no userinfo: a host is all we take) then the origin-form part.
+_ABSOLUTE: Final = re.compile(r"(?i:https?)://([^/?#@\s]+)(/[^#]*)?")
 _ENVOY_REMOVE = "x-envoy-auth-headers-to-remove"
 # nginx's auth_request answers 500 for any status but 2xx, 401 and 403: refuse as 403 instead.
 _NGINX_STATUS: Final = {400: 403, 404: 403}

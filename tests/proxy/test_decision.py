@@ -264,6 +264,8 @@ AMBIGUOUS: list[tuple[str, list[tuple[str, str]], int]] = [
     ("url and uri disagree", [*nginx("GET", "/public/x").items(), ("X-Original-URL", "http://a.example/admin")], 403),
     ("url not absolute", [("X-Original-Method", "GET"), ("X-Original-URL", "/public/x")], 403),
     ("url bad scheme", [("X-Original-Method", "GET"), ("X-Original-URL", "ftp://a.example/public/x")], 403),
+    ("url with userinfo", [("X-Original-Method", "GET"), ("X-Original-URL", "http://a.example@b.example/public/x")], 403),
+    ("url with fragment", [("X-Original-Method", "GET"), ("X-Original-URL", "http://a.example/public/x#f")], 403),
 ]
 
 
