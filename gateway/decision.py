@@ -39,7 +39,7 @@ from multidict import CIMultiDict
 from gateway.asked import Asked, Headers, header_values
 from gateway.config.model import AuthzDialect
 from gateway.jose.errors import Reason
-from gateway.local_reply import Decision, reply
+from gateway.local_reply import SERVER_HEADER, Decision, reply
 
 __all__ = ["ConveyError", "DecisionEdge", "Family"]
 
@@ -180,6 +180,7 @@ class DecisionEdge:
         """Exactly 200, empty body: the claim headers for the proxy to copy upstream, and X-Request-Id."""
         headers = CIMultiDict(claim_headers)
         headers["X-Request-Id"] = request_id
+        headers[SERVER_HEADER[0]] = SERVER_HEADER[1]  # the answer is the gateway's own, like every local reply
         if family is Family.ENVOY and self._claim_names:
             unset = [name for name in self._claim_names if name not in headers]
             if unset:

@@ -83,6 +83,7 @@ async def test_allowed_is_exactly_200_empty_with_claim_headers(
     assert got["X-User-Roles"] == "a,b"
     assert json.loads(_b64(got["X-Jwt-Payload"]))["sub"] == "alice"
     assert got["X-Request-Id"] == "check-1"
+    assert got["Server"] == "gateway"
     assert "WWW-Authenticate" not in got
     assert upstream.seen == []  # nothing is forwarded
     assert "x-envoy-auth-headers-to-remove" not in got  # every claim header is set: nothing to strip
