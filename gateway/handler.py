@@ -20,17 +20,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-from aiohttp.http import HttpVersion11
-
 from gateway.access_log import AccessLog, Exchange, Listener
 from gateway.asked import Asked
 from gateway.authn import Authenticator
 from gateway.decision import ConveyError
+from gateway.edge import ServerRequest
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, reply
+from gateway.local_reply import REPLIES, Decision, LocalReply, reply
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
@@ -38,7 +36,7 @@ from gateway.sanitize import PathError, normalize_path
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
-_Serve = Callable[[web.BaseRequest, Runtime, Exchange], Awaitable[web.StreamResponse]]
+_Serve = Callable[[ServerRequest, Runtime, Exchange], Awaitable[int]]  # answers, returns the status
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,41 +63,41 @@ class Gateway:
         self.log = log
         self.draining = False
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: ServerRequest) -> None:
         """The proxy port: judge the request, then forward it."""
-        return await self._exchange(request, Listener.PROXY, self._proxy)
+        await self._exchange(request, Listener.PROXY, self._proxy)
 
-    async def handle_check(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_check(self, request: ServerRequest) -> None:
         """The authz port: judge the request a check conveys, then answer it."""
-        return await self._exchange(request, Listener.AUTHZ, self._check)
+        await self._exchange(request, Listener.AUTHZ, self._check)
 
-    async def _exchange(self, request: web.BaseRequest, listener: Listener, serve: _Serve) -> web.StreamResponse:
+    async def _exchange(self, request: ServerRequest, listener: Listener, serve: _Serve) -> None:
         rt = self.runtime  # one config for the whole request, even if a reload lands meanwhile
         ex = Exchange(
             request_id=_request_id(request), method=request.method, started=time.perf_counter(), listener=listener
         )
         self.metrics.inflight.inc()
         try:
-            response = await serve(request, rt, ex)
-            ex.status = response.status
-            return response
-        except (asyncio.CancelledError, ConnectionError):
+            ex.status = await serve(request, rt, ex)
+        except asyncio.CancelledError:
             ex.status = CLIENT_CLOSED  # the client went away mid-exchange: nothing to answer
             raise
+        except ConnectionError:
+            ex.status = CLIENT_CLOSED
         except Exception:
-            ex.status = 500  # aiohttp answers with our internal_error reply
+            ex.status = 500  # the server edge answers with our internal_error reply
             ex.decision = Decision.INTERNAL_ERROR
             raise
         finally:
             self.metrics.inflight.dec()
             self._record(ex)
 
-    async def _proxy(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+    async def _proxy(self, request: ServerRequest, rt: Runtime, ex: Exchange) -> int:
         # The request asks for itself; forwarding headers (X-Original-URI...) are ordinary headers here.
         asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
         verdict = await self._judge(asked, rt, ex)
         if isinstance(verdict, Refused):
-            return reply(verdict.decision, ex.request_id, verdict.reason)
+            return _send(request, reply(verdict.decision, ex.request_id, verdict.reason))
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
@@ -109,35 +107,35 @@ class Gateway:
             scheme=request.scheme,
             request_id=ex.request_id,
             extra=verdict,
-            websocket=websocket,
         )
         path_qs = f"{ex.path}?{asked.query}" if asked.query else ex.path
 
         # 7. Forward. The body is asked for only now, so a refused request never uploads it.
         try:
             if websocket:
-                return await rt.upstream.websocket(request, path_qs, headers)
-            await _send_continue(request)
+                return await rt.upstream.websocket(request, path_qs, headers, ex)
+            request.send_continue()  # only now, once authorized (RFC 9110 §10.1.1)
             return await rt.upstream.forward(request, path_qs, headers, ex)
         except UpstreamUnreachable:
-            return self._refuse(ex, Decision.UPSTREAM_UNREACHABLE)
+            return self._refuse(request, ex, Decision.UPSTREAM_UNREACHABLE)
         except UpstreamTimeout:
-            return self._refuse(ex, Decision.UPSTREAM_TIMEOUT)
+            return self._refuse(request, ex, Decision.UPSTREAM_TIMEOUT)
 
-    async def _check(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+    async def _check(self, request: ServerRequest, rt: Runtime, ex: Exchange) -> int:
         # 0. Which request the check conveys: forwarding headers are trusted on this port only.
         try:
             conveyed = rt.decision.read(request.method, request.raw_path, request.headers.get("Host"), request.headers)
         except ConveyError as exc:
             ex.reason = exc.kind
             ex.decision = exc.decision
-            return rt.decision.refused(exc.family, exc.decision, ex.request_id)
+            return _send(request, rt.decision.refused(exc.family, exc.decision, ex.request_id))
         ex.method = conveyed.asked.method
         verdict = await self._judge(conveyed.asked, rt, ex)
         if isinstance(verdict, Refused):
-            return rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason)
+            return _send(request, rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason))
         # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
-        return rt.decision.allowed(conveyed.family, verdict, ex.request_id)
+        await request.send_response(200, "OK", rt.decision.allowed(conveyed.family, verdict, ex.request_id), b"")
+        return 200
 
     async def _judge(self, asked: Asked, rt: Runtime, ex: Exchange) -> Verdict:
         """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers."""
@@ -193,7 +191,8 @@ class Gateway:
         return rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
 
     def record_unparsed(self, decision: Decision, listener: Listener) -> None:
-        """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""
+        """Count and log a request the request path never saw: unparseable (400, 431), a head too
+        slow (408) or shed (503)."""
         ex = Exchange(request_id="-", method="-", started=time.perf_counter(), decision=decision, listener=listener)
         ex.status = REPLIES[decision].status
         self._record(ex)
@@ -203,9 +202,9 @@ class Gateway:
         ex.decision = decision
         return Refused(decision, reason)
 
-    def _refuse(self, ex: Exchange, decision: Decision) -> web.Response:
+    def _refuse(self, request: ServerRequest, ex: Exchange, decision: Decision) -> int:
         ex.decision = decision
-        return reply(decision, ex.request_id)
+        return _send(request, reply(decision, ex.request_id))
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
@@ -223,7 +222,7 @@ _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
 
 
-def _request_id(request: web.BaseRequest) -> str:
+def _request_id(request: ServerRequest) -> str:
     """Keep a sane client X-Request-Id so traces join up; make one otherwise."""
     given = request.headers.get("X-Request-Id")
     if given is not None and _REQUEST_ID.fullmatch(given):
@@ -246,7 +245,7 @@ def _is_preflight(asked: Asked) -> bool:
     return asked.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
-def _is_websocket(request: web.BaseRequest) -> bool:
+def _is_websocket(request: ServerRequest) -> bool:
     headers = request.headers
     return (
         request.method == "GET"
@@ -255,9 +254,7 @@ def _is_websocket(request: web.BaseRequest) -> bool:
     )
 
 
-async def _send_continue(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` only once the request is authorized (RFC 9110 §10.1.1)."""
-    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        # The interim response is not the response: let aiohttp still treat headers as unsent.
-        request.writer.output_size -= 25
+
+def _send(request: ServerRequest, local: LocalReply) -> int:
+    request.send_local(local)
+    return local.status

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-
-from aiohttp import web
+from http import HTTPStatus
 
 from gateway.jose.errors import Reason
 
@@ -25,6 +26,8 @@ class Decision(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     BAD_REQUEST = "bad_request"  # unparseable HTTP
     AMBIGUOUS_CHECK = "ambiguous_check"  # authz listener: the original request not conveyed unambiguously
+    HEAD_TIMEOUT = "head_timeout"  # the request head did not arrive within server.header_timeout
+    OVERLOADED = "overloaded"  # shed: server.max_inflight requests already in progress
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     INTERNAL_ERROR = "internal_error"  # a bug of ours; never a stack trace to the client
@@ -52,6 +55,8 @@ REPLIES: dict[Decision, _Row] = {
     Decision.HEADERS_TOO_LARGE: _Row(431, "headers_too_large", "a request header line is too long"),
     Decision.BAD_REQUEST: _Row(400, "bad_request", "the request is not valid HTTP"),
     Decision.AMBIGUOUS_CHECK: _Row(400, "invalid_request", "the check does not convey one original request unambiguously"),
+    Decision.HEAD_TIMEOUT: _Row(408, "request_timeout", "the request head did not arrive in time"),
+    Decision.OVERLOADED: _Row(503, "overloaded", "the gateway is at capacity; retry shortly"),
     Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
     Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),
     Decision.INTERNAL_ERROR: _Row(500, "internal_error", "the gateway failed to handle this request"),
@@ -76,6 +81,7 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
 }
 
 RETRY_AFTER_SECONDS = "5"
+SHED_RETRY_AFTER_SECONDS = "1"  # capacity frees up within a request's time, not a key fetch's
 # Every response the gateway writes names it without a version (aiohttp would add its own
 # and Python's); a proxied response keeps the upstream's Server header.
 SERVER_HEADER = ("Server", "gateway")
@@ -88,6 +94,31 @@ class _Prepared:
     status: int
     headers: tuple[tuple[str, str], ...]
     body_head: bytes  # the JSON body up to the request id's value
+    http1_head: bytes  # status line and the fixed header lines, encoded once
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    """A local reply for one request: the prebuilt parts plus this request's id."""
+
+    prepared: _Prepared
+    request_id: str
+
+    @property
+    def status(self) -> int:
+        return self.prepared.status
+
+    @property
+    def body(self) -> bytes:
+        return self.prepared.body_head + self.request_id.encode() + b'"}'
+
+    def headers(self) -> list[tuple[str, str]]:
+        """Every header but the framing (Content-Length), for a protocol that encodes its own."""
+        return [*self.prepared.headers, ("X-Request-Id", self.request_id)]
+
+    def with_status(self, status: int) -> LocalReply:
+        """The same reply under another status (a front proxy that only understands some)."""
+        return LocalReply(_restatus(self.prepared, status), self.request_id)
 
 
 def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
@@ -103,9 +134,19 @@ def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
             # Descriptions are fixed ASCII sentences without quotes (RFC 6750 §3).
             headers.append(("WWW-Authenticate", f'{row.challenge}, error_description="{description}"'))
     if row.status == 503:
-        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
+        retry = SHED_RETRY_AFTER_SECONDS if decision is Decision.OVERLOADED else RETRY_AFTER_SECONDS
+        headers.append(("Retry-After", retry))
     body = json.dumps({"error": row.error, "error_description": description, "request_id": ""})
-    return _Prepared(row.status, tuple(headers), body[: -len('"}')].encode())
+    status_line = f"HTTP/1.1 {row.status} {HTTPStatus(row.status).phrase}\r\n"
+    http1_head = (status_line + "".join(f"{name}: {value}\r\n" for name, value in headers)).encode()
+    return _Prepared(row.status, tuple(headers), body[: -len('"}')].encode(), http1_head)
+
+
+@functools.lru_cache(maxsize=64)
+def _restatus(prepared: _Prepared, status: int) -> _Prepared:
+    head = prepared.http1_head.split(b"\r\n", 1)[1]
+    status_line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+    return dataclasses.replace(prepared, status=status, http1_head=status_line + head)
 
 
 _PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {
@@ -114,15 +155,10 @@ _PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {
 _PREPARED.update({(Decision.INVALID_TOKEN, reason): _prepare(Decision.INVALID_TOKEN, reason) for reason in Reason})
 
 
-def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:
+def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> LocalReply:
     """The local reply for `decision`; `reason` refines an invalid_token description.
 
     request_id is one the gateway made or a client's that matched [A-Za-z0-9._:-]{1,128}
     (or "-"), so it needs no JSON escaping.
     """
-    prepared = _PREPARED.get((decision, reason)) or _PREPARED[(decision, None)]
-    response = web.Response(
-        status=prepared.status, body=prepared.body_head + request_id.encode() + b'"}', headers=prepared.headers
-    )
-    response.headers["X-Request-Id"] = request_id
-    return response
+    return LocalReply(_PREPARED.get((decision, reason)) or _PREPARED[(decision, None)], request_id)

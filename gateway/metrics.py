@@ -127,6 +127,19 @@ class Metrics:
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
+        self.open_connections = Gauge(
+            "gateway_open_connections", "Client connections open on the proxy port.", registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_rejected = Counter(
+            "gateway_connections_rejected",
+            "Client connections refused or closed by a limit (max_connections, header_timeout, idle_timeout).",
+            ["reason"], registry=r,
+        )
+        self.requests_shed = Counter(
+            "gateway_requests_shed", "Requests answered 503 at once because server.max_inflight were in progress.",
+            registry=r,
+        )
         self._route_children: dict[tuple[str, str, int], RouteChildren] = {}
         self._verify_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")

@@ -7,21 +7,20 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
 
 from gateway.access_log import AccessLog, Listener
 from gateway.admin import Admin
 from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
 from gateway.config.model import GatewayConfig, Listen
+from gateway.edge import Edge, Handler, Limits
 from gateway.handler import Gateway
+from gateway.http1 import Http1Connection
 from gateway.keystore import KeyStore
-from gateway.local_reply import Decision, reply
+from gateway.local_reply import Decision
 from gateway.metrics import Metrics
 from gateway.process_log import set_log_level
 from gateway.runtime import Runtime, build_runtime
@@ -30,47 +29,6 @@ from gateway.token_cache import TokenCache
 log = logging.getLogger("gateway")
 CONFIG_POLL_SECONDS = 1.0
 WORKER_JOIN_TIMEOUT = 10.0
-
-
-class _ProxyProtocol(RequestHandler):
-    """aiohttp's per-connection handler, with our replies for HTTP it cannot parse.
-
-    aiohttp's own error path logs the offending header line, which may hold a token;
-    ours logs only the kind of error.
-    """
-
-    def handle_error(
-        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
-    ) -> web.StreamResponse:
-        if isinstance(exc, ConnectionError):
-            # The client went away while we answered; the handler already counted it (499).
-            response = web.Response(status=499)
-            response.force_close()
-            return response
-        if isinstance(exc, LineTooLong):
-            decision = Decision.HEADERS_TOO_LARGE
-        elif status == 400:
-            decision = Decision.BAD_REQUEST
-        else:
-            # A bug of ours (the handler raised): the traceback names code, never request data.
-            log.error("internal error while handling a request", exc_info=exc)
-            decision = Decision.INTERNAL_ERROR
-        server = self._manager
-        if decision is not Decision.INTERNAL_ERROR and isinstance(server, _ProxyServer) and server.gateway:
-            server.gateway.record_unparsed(decision, server.listener)  # the handler never ran: count and log it here
-        response = reply(decision, "-")
-        response.force_close()
-        return response
-
-
-class _ProxyServer(web.Server):
-    """The proxy port, and the authz port, which reads requests the same way."""
-
-    gateway: Gateway | None = None
-    listener: Listener = Listener.PROXY
-
-    def __call__(self) -> RequestHandler:
-        return _ProxyProtocol(self, loop=self._loop, **self._kwargs)
 
 
 def _listen_socket_host(listen: Listen) -> str:
@@ -87,8 +45,7 @@ class GatewayProcess:
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
         self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
-        self._proxy_runner: web.ServerRunner | None = None
-        self._authz_runner: web.ServerRunner | None = None
+        self._listeners: list[tuple[asyncio.AbstractServer, Edge]] = []  # proxy, then authz when on
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
         self.authz_port = 0  # 0 while decision mode is off
@@ -122,12 +79,12 @@ class GatewayProcess:
             # A worker joins the shared ports once it has keys, so a (re)started worker never
             # answers 503 while its siblings could serve; a single process listens at once.
             await self._await_keys(WORKER_JOIN_TIMEOUT)
-        self._proxy_runner, self.proxy_port = await self._listen(
+        self.proxy_port = await self._listen(
             self.gateway.handle, Listener.PROXY, cfg.server.listen, shared
         )
         if cfg.server.authz_listen is not None:
             # Decision mode: the same request path, answering instead of forwarding.
-            self._authz_runner, self.authz_port = await self._listen(
+            self.authz_port = await self._listen(
                 self.gateway.handle_check, Listener.AUTHZ, cfg.server.authz_listen, shared
             )
         admin = web.Server(Admin(self.gateway).handle, access_log=None)
@@ -149,25 +106,21 @@ class GatewayProcess:
             listening["authz"] = str(Listen(cfg.server.authz_listen.host, self.authz_port))
         log.info("listening", extra=listening)
 
-    async def _listen(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], listener: Listener,
-        listen: Listen, shared: bool,
-    ) -> tuple[web.ServerRunner, int]:
+    async def _listen(self, handler: Handler, listener: Listener, listen: Listen, shared: bool) -> int:
+        """One listener on our own HTTP/1.1 edge (its limits are read at start, like its address)."""
         cfg = self.runtime.config
-        server = _ProxyServer(
-            handler,
-            handler_cancellation=True,  # a client that goes away cancels its upstream exchange
-            max_line_size=cfg.server.max_header_bytes,
-            max_field_size=cfg.server.max_header_bytes,
-            access_log=None,
+
+        def record_refused(decision: Decision) -> None:
+            self.gateway.record_unparsed(decision, listener)
+
+        edge = Edge(handler, record_refused, _limits(cfg), self.metrics)
+        edge.start()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Http1Connection(edge), _listen_socket_host(listen), listen.port,
+            reuse_port=shared or None, backlog=1024,
         )
-        server.gateway = self.gateway
-        server.listener = listener
-        runner = web.ServerRunner(server, shutdown_timeout=cfg.server.shutdown_grace)
-        await runner.setup()
-        site = web.TCPSite(runner, _listen_socket_host(listen), listen.port, reuse_port=shared)
-        await site.start()
-        return runner, bound_port(site)
+        self._listeners.append((server, edge))
+        return int(server.sockets[0].getsockname()[1])
 
     async def _await_keys(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -226,15 +179,27 @@ class GatewayProcess:
         if self._watch_task is not None:
             self._watch_task.cancel()
         # Both request ports stop accepting at once, then drain together.
-        await asyncio.gather(
-            *(runner.cleanup() for runner in (self._proxy_runner, self._authz_runner) if runner is not None)
-        )
+        for server, _ in self._listeners:
+            server.close()
+        grace = self.runtime.config.server.shutdown_grace
+        await asyncio.gather(*(edge.drain(grace) for _, edge in self._listeners))
         await self.runtime.upstream.close()
         await self.keystore.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         self.access_log.flush()
         self.stopped.set()
+
+
+def _limits(cfg: GatewayConfig) -> Limits:
+    server = cfg.server
+    return Limits(
+        header_timeout=server.header_timeout,
+        idle_timeout=server.idle_timeout,
+        max_connections=server.max_connections,
+        max_inflight=server.max_inflight,
+        max_header_bytes=server.max_header_bytes,
+    )
 
 
 def _stamp(path: str | None) -> tuple[int, int, int] | None:

@@ -73,6 +73,11 @@ class ServerConfig:
     authz_listen: Listen | None = None
     authz_dialect: AuthzDialect = "auto"
     authz_path_prefix: str = ""  # envoy dialect: stripped from the check path ("" strips nothing)
+    # Connection hygiene on the proxy port (gateway/edge.py).
+    header_timeout: float = 10.0  # a started request head must be complete by then: 408 and close
+    idle_timeout: float = 60.0  # a connection waiting that long with nothing of a next request is closed
+    max_connections: int = 10000  # beyond it a new connection is closed at once
+    max_inflight: int = 0  # >0: beyond it a request gets 503 + Retry-After at once; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)
