@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint bench check-deploy check-decision bench-decision venv clean
+.PHONY: run test check lint bench bench-edge check-deploy check-decision bench-decision venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(LINT_STAMP)
 
 bench: $(STAMP)
 	bash bench/run.sh
+
+# The server edge's cells (issue 13): gateway vs Envoy, CPU per request, open-loop p99; then slow clients.
+bench-edge: $(STAMP)
+	BENCH_SCRIPT=edge_bench.py bash bench/run.sh
+	$(BIN)/python bench/slow_clients.py
 
 # Needs root and system tools (promtool, iproute2, kubectl, hadolint, checkov): installs them itself.
 check-deploy: $(STAMP)

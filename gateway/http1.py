@@ -67,7 +67,8 @@ class Http1Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self._parser: Any = None
-        self._queue: deque[tuple[Any, StreamReader] | _Failure] = deque()
+        # Parsed requests not yet answered, each admitted (counted in flight) or to be shed.
+        self._queue: deque[tuple[Any, StreamReader, bool] | _Failure] = deque()
         self._task: asyncio.Task[None] | None = None
         self._state = _IDLE
         self._since = 0.0
@@ -117,7 +118,10 @@ class Http1Connection(asyncio.Protocol):
             return
         if messages:
             self._state = _BUSY
-            self._queue.extend(messages)
+            # Admission is decided as the head arrives, so requests waiting for the event loop
+            # count as in flight: under CPU overload the queue is here, and it stays bounded.
+            admit = self._edge.begin_request
+            self._queue.extend((message, payload, admit()) for message, payload in messages)
             if self._task is None:
                 self._task = self._loop.create_task(self._serve())
             if len(self._queue) >= MAX_PIPELINED:
@@ -150,6 +154,13 @@ class Http1Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(ConnectionResetError("client closed the connection"))
         self._drain_waiter = None
+        self._release_queued()
+
+    def _release_queued(self) -> None:
+        """Requests parsed but never answered (the client left): no longer in flight."""
+        for item in self._queue:
+            if not isinstance(item, _Failure) and item[2]:
+                self._edge.end_request()
         self._queue.clear()
 
     def pause_writing(self) -> None:
@@ -248,9 +259,9 @@ class Http1Connection(asyncio.Protocol):
                     _write_local(self, reply(item.decision, "-"), keep_alive=False, head_only=False)
                     self.close()
                     return
-                message, payload = item
+                message, payload, admitted = item
                 request = Http1Request(self, message, payload)
-                if not edge.begin_request():
+                if not admitted:
                     edge.record_refused(Decision.OVERLOADED)
                     request.send_local(reply(Decision.OVERLOADED, "-"))
                 else:
