@@ -99,9 +99,10 @@ class Result:
 
 async def run(
     host: str, port: int, requests: list[bytes], rate: float, duration: float, connections: int,
-    *, per_status: bool = False,
+    *, per_status: bool = False, preopen: int = 0,
 ) -> dict[str, Any]:
-    """Offer `rate` req/s for `duration` s, cycling through the prebuilt `requests`."""
+    """Offer `rate` req/s for `duration` s, cycling through the prebuilt `requests`; `preopen`
+    connections are opened before the clock starts, so the start is not a connection storm."""
     loop = asyncio.get_running_loop()
     result = Result()
     by_status: dict[int, list[float]] = {}
@@ -120,7 +121,7 @@ async def run(
     finished = loop.create_future()
 
     def done(client: _Client, status: int, close: bool) -> None:
-        nonlocal outstanding
+        nonlocal outstanding, live
         latency = (time.perf_counter() - client.due) * 1000
         result.latencies_ms.append(latency)
         result.statuses[status] += 1
@@ -128,6 +129,7 @@ async def run(
             by_status.setdefault(status, []).append(latency)
         outstanding -= 1
         if close or status == 0:
+            live -= 1
             if client.transport is not None:
                 client.transport.close()
         elif waiting:
@@ -142,11 +144,12 @@ async def run(
             finished.set_result(None)
 
     async def open_one() -> None:
-        nonlocal opening
+        nonlocal opening, live
         opening += 1
         try:
             _, client = await loop.create_connection(lambda: _Client(done), host, port)
             result.connects += 1
+            live += 1
             clients.append(client)
             if waiting:
                 data, due = waiting.popleft()
@@ -164,7 +167,10 @@ async def run(
         finally:
             opening -= 1
 
+    live = 0  # connections open and usable
     sending_over = False
+    for start_at in range(0, preopen, 100):
+        await asyncio.gather(*(open_one() for _ in range(min(100, preopen - start_at))))
     interval = 1.0 / rate
     start = time.perf_counter() + 0.05
     total = int(rate * duration)
@@ -182,7 +188,7 @@ async def run(
                 break
         else:
             waiting.append((data, due))
-            if len([c for c in clients if not c.closed.done()]) + opening < connections:
+            if live + opening < connections:
                 spawn_connect()
     sending_over = True
     if outstanding:
@@ -224,6 +230,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=256, help="most connections open at once")
     parser.add_argument("--per-status", action="store_true", help="latency percentiles per status code too")
+    parser.add_argument("--preopen", type=int, default=0, help="connections opened before the clock starts")
     args = parser.parse_args()
     tokens = Path(args.tokens).read_text().split() if args.tokens else []
     try:
@@ -234,7 +241,7 @@ def main() -> None:
         pass
     requests = build_requests(f"{args.host}:{args.port}", args.path, tokens)
     print(json.dumps(asyncio.run(run(args.host, args.port, requests, args.rate, args.duration, args.connections,
-                                     per_status=args.per_status))))  # fmt: skip
+                                     per_status=args.per_status, preopen=args.preopen))))  # fmt: skip
 
 
 if __name__ == "__main__":

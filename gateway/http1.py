@@ -120,8 +120,21 @@ class Http1Connection(asyncio.Protocol):
             self._state = _BUSY
             # Admission is decided as the head arrives, so requests waiting for the event loop
             # count as in flight: under CPU overload the queue is here, and it stays bounded.
-            admit = self._edge.begin_request
-            self._queue.extend((message, payload, admit()) for message, payload in messages)
+            edge = self._edge
+            for message, payload in messages:
+                if edge.begin_request():
+                    self._queue.append((message, payload, True))
+                elif self._task is None and not self._queue:
+                    self._shed(message, payload)  # nothing ahead of it on this connection: at once
+                else:
+                    self._queue.append((message, payload, False))
+            if not self._queue:  # all shed at once
+                if upgraded:
+                    self.close()
+                elif self._state != _CLOSED:
+                    self._state = _IDLE
+                    self._since = self._loop.time()
+                return
             if self._task is None:
                 self._task = self._loop.create_task(self._serve())
             if len(self._queue) >= MAX_PIPELINED:
@@ -247,6 +260,14 @@ class Http1Connection(asyncio.Protocol):
         if self._task is None:
             self._task = self._loop.create_task(self._serve())
 
+    def _shed(self, message: Any, payload: StreamReader) -> None:
+        """503 at once (server.max_inflight): the request path never sees the request."""
+        self._edge.record_refused(Decision.OVERLOADED)
+        request = Http1Request(self, message, payload)
+        request.send_local(reply(Decision.OVERLOADED, "-"))
+        if not request.keep_alive or not payload.is_eof():
+            self.close()
+
     async def _serve(self) -> None:
         """Answer queued requests in order; the task ends when the queue is empty."""
         edge = self._edge
@@ -262,8 +283,10 @@ class Http1Connection(asyncio.Protocol):
                 message, payload, admitted = item
                 request = Http1Request(self, message, payload)
                 if not admitted:
-                    edge.record_refused(Decision.OVERLOADED)
-                    request.send_local(reply(Decision.OVERLOADED, "-"))
+                    self._shed(message, payload)
+                    if self._state == _CLOSED:
+                        return
+                    continue
                 else:
                     try:
                         await edge.handler(request)
