@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.cert_binding import check_certificate_binding
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jws import parse_token
 from gateway.jose.verifier import VerifyPolicy, verify_token
@@ -38,6 +39,10 @@ class IssuerTable:
     by_name: dict[str, IssuerRuntime]
 
 
+def _no_certificate() -> str | None:
+    return None
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -51,9 +56,18 @@ class Authenticator:
         self._clock = clock
 
     async def authenticate(
-        self, token: str, route: Route, issuers: IssuerTable, max_token_bytes: int
+        self,
+        token: str,
+        route: Route,
+        issuers: IssuerTable,
+        max_token_bytes: int,
+        client_certificate: Callable[[], str | None] = _no_certificate,
     ) -> VerifiedToken:
-        """Return the verified token, or raise TokenError with the reason it is refused."""
+        """Return the verified token, or raise TokenError with the reason it is refused.
+
+        `client_certificate` gives the thumbprint of the certificate the client proved it
+        holds (asked only for a certificate-bound token).
+        """
         started = time.perf_counter()
         issuer_label = UNKNOWN_ISSUER
         now = self._clock()
@@ -102,6 +116,9 @@ class Authenticator:
                     cache_until=cache_until,
                 )
                 self.cache.put(token, entry)
+            # Sender constraint: the binding is to this connection, so it is checked on every
+            # request, cached token or not (RFC 8705 §3).
+            check_certificate_binding(entry.claims, client_certificate)
         except TokenError as exc:
             if exc.reason in STABLE_REJECTIONS and cached is None:
                 self.cache.put(

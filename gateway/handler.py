@@ -93,7 +93,11 @@ class Gateway:
                     return self._reply(ex, Decision.NO_TOKEN)
             else:
                 try:
-                    verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+                    verified = await self.authn.authenticate(
+                        token, route, rt.issuers, rt.max_token_bytes,
+                        # A certificate-bound token's proof of possession: this connection's client certificate.
+                        client_certificate=lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers),
+                    )
                 except TokenError as exc:
                     ex.reason = exc.reason.value
                     if exc.reason is Reason.JWKS_UNAVAILABLE:

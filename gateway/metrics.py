@@ -124,6 +124,10 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
+        self.tls_reloads = Counter(
+            "gateway_tls_reloads", "Reloads of the proxy port's TLS certificate files by result (ok/error).",
+            ["result"], registry=r,
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
@@ -133,6 +137,7 @@ class Metrics:
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
+            self.tls_reloads.labels(result)
 
     def route_children(self, route: str, status: int) -> RouteChildren:
         # Routes come from config and statuses from a small set, so this map stays small.
@@ -157,6 +162,10 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self._scrape_registry)
+
+    # The TLS files' TlsEvents.
+    def tls_reload(self, result: str) -> None:
+        self.tls_reloads.labels(result).inc()
 
     # The key store's KeyEventSink.
     def refresh(self, issuer: str, result: str) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
+from gateway.cert_binding import ClientCertificates
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
 from gateway.extract import TokenExtractor
@@ -33,6 +34,7 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    client_certs: ClientCertificates
 
 
 def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:
@@ -70,4 +72,5 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
         ),
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
+        client_certs=ClientCertificates(config.server.forwarded_client_cert),
     )

@@ -24,6 +24,7 @@ from gateway.keystore import KeyStore
 from gateway.local_reply import Decision, reply
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, build_runtime
+from gateway.tls import ServerTls
 from gateway.token_cache import TokenCache
 
 log = logging.getLogger("gateway")
@@ -83,6 +84,8 @@ class GatewayProcess:
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
         self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
+        # TLS on the proxy port is decided at start; its files and settings follow reloads.
+        self.tls = ServerTls(config.server.tls, self.metrics) if config.server.tls is not None else None
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
@@ -127,10 +130,13 @@ class GatewayProcess:
         self._proxy_runner = web.ServerRunner(proxy, shutdown_timeout=cfg.server.shutdown_grace)
         await self._proxy_runner.setup()
         site = web.TCPSite(
-            self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port, reuse_port=shared
+            self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port, reuse_port=shared,
+            ssl_context=self.tls.listening if self.tls is not None else None,
         )
         await site.start()
         self.proxy_port = bound_port(site)
+        if self.tls is not None:
+            self.tls.start_watching()
         admin = web.Server(Admin(self.gateway).handle, access_log=None)
         self._admin_runner = web.ServerRunner(admin, shutdown_timeout=1.0)
         await self._admin_runner.setup()
@@ -142,7 +148,9 @@ class GatewayProcess:
         self.admin_port = bound_port(admin_site)
         if self.config_path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
-        log.info("listening: proxy %s, admin %s", cfg.server.listen, cfg.server.admin_listen)
+        log.info(
+            "listening: proxy %s (%s), admin %s", cfg.server.listen, "https" if self.tls else "http", cfg.server.admin_listen
+        )
 
     async def _await_keys(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -165,6 +173,7 @@ class GatewayProcess:
                     log.error("  %s", issue)
                 return False
             old_runtime = self.runtime
+            self._reload_tls(config)
             keystore = self._new_keystore(config, old_runtime.keystore)
             await keystore.start()
             runtime = build_runtime(config, keystore, previous=old_runtime)
@@ -181,6 +190,13 @@ class GatewayProcess:
             )
         return True
 
+    def _reload_tls(self, config: GatewayConfig) -> None:
+        new = config.server.tls
+        if (self.tls is None) != (new is None):
+            log.warning("server.tls was %s: that takes effect at the next restart", "removed" if new is None else "added")
+        elif self.tls is not None and new is not None:
+            self.tls.update(new)  # a set that fails to load is counted and logged; the old one keeps serving
+
     async def _watch_config(self) -> None:
         # Polling stat() follows symlinks, so Kubernetes' ConfigMap `..data` swap shows as a change.
         assert self.config_path is not None
@@ -195,6 +211,8 @@ class GatewayProcess:
         self.gateway.draining = True
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self.tls is not None:
+            self.tls.stop_watching()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
         await self.runtime.upstream.close()

@@ -10,6 +10,7 @@ environment variables and files, and JWK Set files.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from gateway.config.model import (
     CacheConfig,
     ClaimRule,
     ForwardConfig,
+    ForwardedClientCertConfig,
     GatewayConfig,
     IssuerConfig,
     JwksConfig,
@@ -33,6 +35,7 @@ from gateway.config.model import (
     RouteMatch,
     Secret,
     ServerConfig,
+    TlsConfig,
     TokenSource,
     UpstreamConfig,
 )
@@ -46,6 +49,7 @@ from gateway.config.values import (
     parse_listen,
 )
 from gateway.config.yaml_lines import MAX_DOCUMENT_BYTES, MarkedMap, MarkedSeq, YamlError, load_yaml
+from gateway.tls import TlsFileError, build_context
 
 __all__ = ["SUPPORTED_ALGORITHMS", "ConfigInvalid", "ConfigIssue", "load_config", "parse_config"]
 
@@ -69,6 +73,7 @@ MAX_CACHE_ENTRIES = 10_000_000
 _TOP_KEYS = ("server", "upstream", "tokens", "issuers", "forward", "routes", "cache")
 _SERVER_KEYS = (
     "listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers",
+    "tls", "forwarded_client_cert",
 )
 _UPSTREAM_KEYS = ("url", "connect_timeout", "timeout")
 _TOKEN_KEYS = ("header", "cookie", "query", "prefix")
@@ -85,6 +90,10 @@ _MATCH_KEYS = ("prefix", "path", "regex", "methods", "host")
 _RULE_OPS = ("contains", "any_of", "equals")
 _AUTH_MODES = ("public", "optional", "required")
 _CACHE_KEYS = ("max_entries", "ttl")
+_TLS_KEYS = ("cert_file", "key_file", "client_ca_file", "client_auth", "min_version")
+_TLS_CLIENT_AUTH = ("none", "optional", "required")
+_TLS_VERSIONS = ("1.2", "1.3")
+_XFCC_KEYS = ("trusted_peers", "header")
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")  # path segments that need no quoting
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")  # names become metric label values
@@ -365,7 +374,68 @@ class _Parser:
             kw["cors_preflight"] = mode
         if "workers" in m and (workers := self.integer(m["workers"], *WORKERS_RANGE)) is not None:
             kw["workers"] = workers
+        if "tls" in m and (tls := self.tls(m["tls"])) is not None:
+            kw["tls"] = tls
+        if "forwarded_client_cert" in m and (xfcc := self.forwarded_client_cert(m["forwarded_client_cert"])) is not None:
+            kw["forwarded_client_cert"] = xfcc
         return ServerConfig(**kw)
+
+    # --- server.tls / server.forwarded_client_cert ---------------------------------------
+
+    def tls(self, at: _At) -> TlsConfig | None:
+        """TLS on the proxy port; the files are loaded now, so a pair that cannot serve is an error here."""
+        m = self.mapping(at, _TLS_KEYS, required=("cert_file", "key_file"))
+        if m is None:
+            return None
+        before = len(self.issues)
+        paths: dict[str, str] = {}
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            if key in m and (name := self.string(m[key])) is not None:
+                paths[key] = str(self.resolve(name))
+        client_auth = self.choice(m["client_auth"], _TLS_CLIENT_AUTH) if "client_auth" in m else "none"
+        min_version: str | None = "1.2"
+        if "min_version" in m:
+            # An unquoted 1.2 is a YAML number; it means the same thing.
+            given = m["min_version"]
+            value = str(given.value) if isinstance(given.value, float) else given.value
+            min_version = self.choice(_At(value, given.path, given.line), _TLS_VERSIONS)
+        if client_auth not in (None, "none") and "client_ca_file" not in m:
+            self.error(m["client_auth"], f"client_auth {client_auth} needs client_ca_file: the CAs that issue client certificates")
+        if client_auth == "none" and "client_ca_file" in m:
+            self.error(m["client_ca_file"], "is set but client_auth is none, so no client certificate is asked for: set client_auth optional or required")
+        if len(self.issues) > before or "cert_file" not in paths or "key_file" not in paths:
+            return None
+        cfg = TlsConfig(
+            cert_file=paths["cert_file"], key_file=paths["key_file"], client_ca_file=paths.get("client_ca_file"),
+            client_auth=client_auth, min_version=min_version,  # type: ignore[arg-type]  # checked by choice()
+        )
+        try:
+            build_context(cfg)
+        except TlsFileError as exc:
+            self.error(m[exc.field], f"{getattr(cfg, exc.field)}: {exc.message}")
+            return None
+        return cfg
+
+    def forwarded_client_cert(self, at: _At) -> ForwardedClientCertConfig | None:
+        m = self.mapping(at, _XFCC_KEYS, required=("trusted_peers",))
+        if m is None or "trusted_peers" not in m:
+            return None
+        networks = []
+        for item in self.seq(m["trusted_peers"], what="peer address or CIDR") or ():
+            if (text := self.string(item)) is None:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(text, strict=True))
+            except ValueError as exc:
+                self.error(item, f"{text!r} is not an IP address or CIDR ({exc})")
+        kw: dict[str, Any] = {}
+        if "header" in m and (header := self.string(m["header"])) is not None:
+            if not is_token(header):
+                self.error(m["header"], f"{header!r} is not a valid header name (RFC 9110 token characters)")
+            kw["header"] = header
+        if not networks:
+            return None
+        return ForwardedClientCertConfig(trusted_peers=tuple(networks), **kw)
 
     def upstream(self, at: _At) -> UpstreamConfig:
         m = self.mapping(at, _UPSTREAM_KEYS)

@@ -6,6 +6,7 @@ that receives a GatewayConfig never re-validates it.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,6 +15,9 @@ AuthMode = Literal["public", "optional", "required"]
 TokenLocation = Literal["header", "cookie", "query"]
 JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
+TlsClientAuth = Literal["none", "optional", "required"]
+TlsMinVersion = Literal["1.2", "1.3"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Secret:
@@ -51,6 +55,25 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS on the proxy port. Paths are absolute (relative ones resolved against the config file)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # required unless client_auth is "none"
+    client_auth: TlsClientAuth = "none"
+    min_version: TlsMinVersion = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedClientCertConfig:
+    """A front proxy's client-certificate header (Envoy's XFCC), believed only from `trusted_peers`."""
+
+    trusted_peers: tuple[IpNetwork, ...]
+    header: str = "x-forwarded-client-cert"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: Listen = Listen("0.0.0.0", 8080)
     admin_listen: Listen = Listen("127.0.0.1", 9901)
@@ -61,6 +84,8 @@ class ServerConfig:
     # Extension: processes sharing the ports (SO_REUSEPORT), each with its own event
     # loop and key fetcher; metrics are summed across them. Read at start only.
     workers: int = 1
+    tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
+    forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
 
 
 @dataclass(frozen=True, slots=True)
