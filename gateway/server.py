@@ -24,7 +24,7 @@ from gateway.keystore import KeyStore
 from gateway.local_reply import Decision, reply
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime, build_runtime
-from gateway.tls import ServerTls
+from gateway.tls import ServerTls, TlsFileError
 from gateway.token_cache import TokenCache
 
 log = logging.getLogger("gateway")
@@ -250,7 +250,11 @@ def configure_logging() -> None:
 
 
 async def serve(config: GatewayConfig, config_path: str | None) -> int:
-    process = GatewayProcess(config, config_path)
+    try:
+        process = GatewayProcess(config, config_path)
+    except TlsFileError as exc:  # checked at load, but replaced since
+        log.error("cannot serve TLS: server.tls.%s", exc)
+        return 1
     try:
         await process.start()
     except OSError as exc:  # a port in use, an address not on this host
