@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
 from typing import Any, Literal, NoReturn, Protocol
 
 from cryptography import x509
@@ -130,9 +129,8 @@ def _paths(cfg: TlsConfig) -> tuple[str, ...]:
 class ServerTls:
     """The proxy port's TLS: a listening context that hands each new handshake the newest good context."""
 
-    def __init__(self, cfg: TlsConfig, events: TlsEvents, stat: Callable[[str], StatSignature | None] = stat_signature) -> None:
+    def __init__(self, cfg: TlsConfig, events: TlsEvents) -> None:
         self._events = events
-        self._stat = stat
         stamps = self._stamps(cfg)
         self.current = build_context(cfg)  # at start a bad file is fatal (the config check reports it first)
         self._tried = stamps  # the last file state we tried, good or bad: a bad one is reported once
@@ -150,10 +148,12 @@ class ServerTls:
             connection.context = self.current
 
     def _stamps(self, cfg: TlsConfig) -> tuple[StatSignature | None, ...]:
-        return tuple(self._stat(path) for path in _paths(cfg))
+        return tuple(stat_signature(path) for path in _paths(cfg))
 
     def update(self, cfg: TlsConfig) -> bool:
         """A reloaded config's TLS settings: load them now; keep serving the old ones if they fail."""
+        if cfg == self._wanted:
+            return self.poll()  # the same settings: nothing to do unless a file changed
         self._wanted = cfg
         return self._load(self._stamps(cfg))
 
@@ -173,7 +173,10 @@ class ServerTls:
                 return False  # the files changed while we read them (a swap half done): try again next poll
             self._tried = stamps
             self._events.tls_reload("error")
-            log.error("TLS files refused (%s); the previous certificate keeps serving", exc)
+            log.error(
+                "TLS files refused: server.tls.%s %s: %s; the previous certificate keeps serving",
+                exc.field, getattr(cfg, exc.field), exc.message,
+            )
             return False
         if self._stamps(cfg) != stamps:
             return False  # cert and key may come from two different generations: read again next poll
@@ -191,7 +194,10 @@ class ServerTls:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(POLL_SECONDS)
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # a bug of ours must not stop renewals for the life of the process
+                log.exception("TLS file check failed")
 
     def stop_watching(self) -> None:
         if self._watch_task is not None:

@@ -284,6 +284,11 @@ async def test_config_reload_applies_new_tls_settings(make_gateway: GatewayFacto
     assert await gw.reload()
     assert await refused(gw, pki.client_ctx())
     assert (await fetch(gw, pki.client_ctx(pki.client)))[0] == 200
+    assert tls_reloads(gw, "ok") == 1
+    # A reload that leaves server.tls as it was does not rebuild the context.
+    config.write_text(config.read_text().replace("shutdown_grace: 2s", "shutdown_grace: 3s"))
+    assert await gw.reload()
+    assert tls_reloads(gw, "ok") == 1
 
 
 async def test_renewal_in_a_gateway_process_with_two_workers(
