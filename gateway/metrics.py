@@ -128,6 +128,11 @@ class Metrics:
             "gateway_tls_reloads", "Reloads of the proxy port's TLS certificate files by result (ok/error).",
             ["result"], registry=r,
         )
+        self.tls_certificate_expiry = Gauge(
+            "gateway_tls_certificate_expiry_timestamp_seconds",
+            "When the proxy port's serving certificate expires (Unix time; 0 without TLS).",
+            registry=r, multiprocess_mode="livemin",
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
@@ -166,6 +171,9 @@ class Metrics:
     # The TLS files' TlsEvents.
     def tls_reload(self, result: str) -> None:
         self.tls_reloads.labels(result).inc()
+
+    def tls_certificate(self, not_after: float) -> None:
+        self.tls_certificate_expiry.set(not_after)
 
     # The key store's KeyEventSink.
     def refresh(self, issuer: str, result: str) -> None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any, Literal, NoReturn, Protocol
+import time
+from typing import Any, Literal, NamedTuple, NoReturn, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -52,6 +53,8 @@ class TlsEvents(Protocol):
 
     def tls_reload(self, result: str) -> None: ...
 
+    def tls_certificate(self, not_after: float) -> None: ...
+
 
 def _read(path: str, field: TlsFileField) -> bytes:
     try:
@@ -64,12 +67,19 @@ def _read(path: str, field: TlsFileField) -> bytes:
     return data
 
 
-def check_files(cfg: TlsConfig) -> None:
-    """Each file on its own, so an error names the one at fault; raises TlsFileError."""
+def check_files(cfg: TlsConfig, now: float) -> float:
+    """Each file on its own, so an error names the one at fault; returns the leaf's notAfter (Unix time).
+
+    An expired leaf is refused too: serving it would fail every client, while the
+    previous certificate may still be good.
+    """
     try:
-        x509.load_pem_x509_certificates(_read(cfg.cert_file, "cert_file"))
+        leaf = x509.load_pem_x509_certificates(_read(cfg.cert_file, "cert_file"))[0]
     except ValueError:
         raise TlsFileError("cert_file", "is not a PEM certificate chain") from None
+    not_after = leaf.not_valid_after_utc.timestamp()
+    if not_after <= now:
+        raise TlsFileError("cert_file", f"the certificate expired at {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
     try:
         key = serialization.load_pem_private_key(_read(cfg.key_file, "key_file"), password=None)
     except TypeError:  # cryptography's answer for an encrypted key given no password
@@ -83,6 +93,7 @@ def check_files(cfg: TlsConfig) -> None:
             x509.load_pem_x509_certificates(_read(cfg.client_ca_file, "client_ca_file"))
         except ValueError:
             raise TlsFileError("client_ca_file", "is not a PEM bundle of CA certificates") from None
+    return not_after
 
 
 def _no_passphrase() -> NoReturn:
@@ -95,9 +106,14 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
     return str(exc.reason or type(exc).__name__).replace("_", " ").lower()
 
 
-def build_context(cfg: TlsConfig) -> ssl.SSLContext:
+class ServerContext(NamedTuple):
+    context: ssl.SSLContext
+    not_after: float  # the certificate's expiry, Unix time
+
+
+def build_context(cfg: TlsConfig, now: float | None = None) -> ServerContext:
     """A server context from the files `cfg` names; raises TlsFileError naming the file at fault."""
-    check_files(cfg)
+    not_after = check_files(cfg, time.time() if now is None else now)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSIONS[cfg.min_version]
     # No renegotiation: a client-triggered CPU cost and a way to change identity mid-connection.
@@ -119,7 +135,7 @@ def build_context(cfg: TlsConfig) -> ssl.SSLContext:
             raise TlsFileError("client_ca_file", f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
     # optional: a client may send no certificate, but one it sends must verify (else no handshake).
     ctx.verify_mode = VERIFY_MODES[cfg.client_auth]
-    return ctx
+    return ServerContext(ctx, not_after)
 
 
 def _paths(cfg: TlsConfig) -> tuple[str, ...]:
@@ -132,7 +148,8 @@ class ServerTls:
     def __init__(self, cfg: TlsConfig, events: TlsEvents) -> None:
         self._events = events
         stamps = self._stamps(cfg)
-        self.current = build_context(cfg)  # at start a bad file is fatal (the config check reports it first)
+        self.current, not_after = build_context(cfg)  # at start a bad file is fatal (the config check reports it first)
+        events.tls_certificate(not_after)
         self._tried = stamps  # the last file state we tried, good or bad: a bad one is reported once
         self._wanted = cfg
         # The context the socket listens with. Per-connection settings OpenSSL copies when it
@@ -167,7 +184,7 @@ class ServerTls:
     def _load(self, stamps: tuple[StatSignature | None, ...]) -> bool:
         cfg = self._wanted
         try:
-            ctx = build_context(cfg)
+            ctx, not_after = build_context(cfg)
         except TlsFileError as exc:
             if self._stamps(cfg) != stamps:
                 return False  # the files changed while we read them (a swap half done): try again next poll
@@ -185,6 +202,7 @@ class ServerTls:
         self.listening.verify_mode = ctx.verify_mode
         self.current = ctx
         self._events.tls_reload("ok")
+        self._events.tls_certificate(not_after)
         log.info("TLS certificate loaded; new connections use it, open ones keep theirs")
         return True
 

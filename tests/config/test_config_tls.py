@@ -29,6 +29,7 @@ def files(tmp_path: Path, ca: Ca) -> Path:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
     )
     (tmp_path / "tls" / "encrypted.key").write_bytes(encrypted)
+    ca.issue("old", server=True, expired=True).write(tmp_path / "tls", "expired")
     return tmp_path
 
 
@@ -55,6 +56,7 @@ CASES = [
     ("missing_cert", ["cert_file: tls/nope.crt  # <-", "key_file: tls/tls.key"], "server.tls.cert_file", "cannot read the file (No such file"),
     ("missing_key", ["cert_file: tls/tls.crt", "key_file: nope.key  # <-"], "server.tls.key_file", "cannot read the file"),
     ("key_of_another_cert", ["cert_file: tls/tls.crt", "key_file: tls/other.key  # <-"], "server.tls.key_file", "does not match the certificate"),
+    ("expired", ["cert_file: tls/expired.crt  # <-", "key_file: tls/expired.key"], "server.tls.cert_file", "the certificate expired at"),
     ("cert_not_pem", ["cert_file: tls/garbage.pem  # <-", "key_file: tls/tls.key"], "server.tls.cert_file", "not a PEM certificate chain"),
     ("cert_is_a_key", ["cert_file: tls/tls.key  # <-", "key_file: tls/tls.key"], "server.tls.cert_file", "not a PEM certificate chain"),
     ("key_is_a_cert", ["cert_file: tls/tls.crt", "key_file: tls/tls.crt  # <-"], "server.tls.key_file", "not a PEM private key"),

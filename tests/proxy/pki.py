@@ -70,9 +70,9 @@ class Ca:
         )
         self.own = Issued(key, cert)
 
-    def issue(self, cn: str, *, server: bool) -> Issued:
+    def issue(self, cn: str, *, server: bool, expired: bool = False) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
+        now = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=3 if expired else 0)
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()

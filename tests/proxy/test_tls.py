@@ -241,6 +241,8 @@ async def test_renewal_under_load_drops_no_request(make_gateway: GatewayFactory,
     await load.stop()
     assert load.failures == []
     assert tls_reloads(gw, "ok") == 3 and tls_reloads(gw, "error") == 0
+    expiry = gw.metrics.registry.get_sample_value("gateway_tls_certificate_expiry_timestamp_seconds")
+    assert expiry == served[-1].cert.not_valid_after_utc.timestamp()
     # The keep-alive connection opened before the first renewal kept its session (and certificate).
     assert load.keepalive_cert == pki.server.cert.serial_number
     assert load.keepalive_requests >= 4  # at least one before and one after each renewal
@@ -258,6 +260,10 @@ async def test_a_pair_that_does_not_match_is_refused_and_the_old_one_serves(
     secret.publish({"tls.crt": b"not a certificate\n", "tls.key": other.key_pem})
     await wait_for(lambda: tls_reloads(gw, "error") == 2)
     assert (await fetch(gw, pki.client_ctx()))[0] == 200
+    expired = pki.ca.issue("gateway-expired", server=True, expired=True)
+    secret.publish({"tls.crt": expired.cert_pem, "tls.key": expired.key_pem})
+    await wait_for(lambda: tls_reloads(gw, "error") == 3)
+    assert (await served_certificate(gw.proxy_port, pki.client_ctx())).serial_number == pki.server.cert.serial_number
     # The next good pair is taken.
     secret.publish({"tls.crt": other.cert_pem, "tls.key": other.key_pem})
     await wait_for(lambda: tls_reloads(gw, "ok") == 1)
