@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,28 @@ async def test_forwarded_client_cert_from_an_untrusted_peer_is_ignored(
     headers = {**bearer(bound_token(issuer, pki.client)), "X-Forwarded-Client-Cert": xfcc(pki.client)}
     async with http.get(url(gw, "/api/x"), headers=headers) as resp:
         assert_binding_refused(resp.status, await resp.json())
+
+
+def _get_over(port: int, ctx: ssl.SSLContext, token: str, session: ssl.SSLSession | None) -> tuple[int, ssl.SSLSession | None, bool]:
+    """One request on a blocking TLS socket, resuming `session` if given: (status, session, reused)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(f"GET /api/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+            return int(data.split(b" ", 2)[1]), tls.session, tls.session_reused
+
+
+async def test_bound_token_on_a_resumed_session(mtls: GatewayProcess, pki: Pki, issuer: Issuer) -> None:
+    # A resumed TLS session (no certificate sent again) still proves the certificate of the
+    # session it resumes: real clients (curl, Go, browsers) resume.
+    ctx = pki.client_ctx(pki.client)
+    token = bound_token(issuer, pki.client)
+    status, session, reused = await asyncio.to_thread(_get_over, mtls.proxy_port, ctx, token, None)
+    assert (status, reused) == (200, False) and session is not None
+    status, _, reused = await asyncio.to_thread(_get_over, mtls.proxy_port, ctx, token, session)
+    assert (status, reused) == (200, True)
+    other = bound_token(issuer, pki.client_b)
+    status, _, reused = await asyncio.to_thread(_get_over, mtls.proxy_port, ctx, other, session)
+    assert (status, reused) == (401, True)
