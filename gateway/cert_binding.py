@@ -64,11 +64,12 @@ class ClientCertificates:
 
     def __init__(self, forwarded: ForwardedClientCertConfig | None) -> None:
         self._forwarded = forwarded
+        self._trusted = tuple(ipaddress.ip_network(n) for n in forwarded.trusted_peers) if forwarded else ()
 
     def thumbprint(self, transport: Any, remote: str | None, headers: HeaderValues) -> str | None:
         """The thumbprint of the certificate the client proved it holds, or None."""
         forwarded = self._forwarded
-        if forwarded is not None and _peer_in(remote, forwarded):
+        if forwarded is not None and _peer_in(remote, self._trusted):
             # The peer is the proxy that terminated the client's TLS: its own certificate (if
             # it connects over mutual TLS) identifies the proxy, not the client.
             return forwarded_thumbprint(headers.getall(forwarded.header, []))
@@ -76,7 +77,7 @@ class ClientCertificates:
         return None if der is None else certificate_thumbprint(der)
 
 
-def _peer_in(remote: str | None, forwarded: ForwardedClientCertConfig) -> bool:
+def _peer_in(remote: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
     if remote is None:
         return False
     try:
@@ -85,7 +86,7 @@ def _peer_in(remote: str | None, forwarded: ForwardedClientCertConfig) -> bool:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return any(address in network for network in forwarded.trusted_peers)
+    return any(address in network for network in trusted)
 
 
 def forwarded_thumbprint(values: list[str]) -> str | None:

@@ -5,7 +5,8 @@ The request path only reads a Runtime; a reload builds a new one and swaps one r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
@@ -35,6 +36,7 @@ class Runtime:
     max_token_bytes: int
     cors_bypass: bool
     client_certs: ClientCertificates
+    loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
 
 
 def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from gateway.config.model import TlsConfig
 from gateway.jwks_fetch import StatSignature, stat_signature
+from gateway.process_log import rfc3339
 
 log = logging.getLogger("gateway.tls")
 
@@ -191,8 +192,8 @@ class ServerTls:
             self._tried = stamps
             self._events.tls_reload("error")
             log.error(
-                "TLS files refused: server.tls.%s %s: %s; the previous certificate keeps serving",
-                exc.field, getattr(cfg, exc.field), exc.message,
+                "TLS files refused; the previous certificate keeps serving",
+                extra={"key": f"server.tls.{exc.field}", "file": getattr(cfg, exc.field), "error": exc.message},
             )
             return False
         if self._stamps(cfg) != stamps:
@@ -203,7 +204,10 @@ class ServerTls:
         self.current = ctx
         self._events.tls_reload("ok")
         self._events.tls_certificate(not_after)
-        log.info("TLS certificate loaded; new connections use it, open ones keep theirs")
+        log.info(
+            "TLS certificate loaded; new connections use it, open ones keep theirs",
+            extra={"file": cfg.cert_file, "not_after": rfc3339(not_after)},
+        )
         return True
 
     def start_watching(self) -> None:

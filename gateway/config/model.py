@@ -6,7 +6,6 @@ that receives a GatewayConfig never re-validates it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,11 +16,15 @@ JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
 TlsClientAuth = Literal["none", "optional", "required"]
 TlsMinVersion = Literal["1.2", "1.3"]
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Secret:
-    """Raw secret bytes that never show up in a repr, a log line or an error."""
+    """Raw secret bytes that never show up in a repr, a log line, an error or the admin /config view.
+
+    The marker for secret-bearing config values: a new block that holds key material or a
+    password stores it as a Secret (or a subclass), and every view of the config redacts it.
+    (The views redact any value that is not plain data, too: see config/redact.py.)
+    """
 
     __slots__ = ("_value",)
 
@@ -69,7 +72,7 @@ class TlsConfig:
 class ForwardedClientCertConfig:
     """A front proxy's client-certificate header (Envoy's XFCC), believed only from `trusted_peers`."""
 
-    trusted_peers: tuple[IpNetwork, ...]
+    trusted_peers: tuple[str, ...]  # IP networks in canonical form ("10.0.0.0/8", "::1/128")
     header: str = "x-forwarded-client-cert"
 
 
@@ -84,6 +87,8 @@ class ServerConfig:
     # Extension: processes sharing the ports (SO_REUSEPORT), each with its own event
     # loop and key fetcher; metrics are summed across them. Read at start only.
     workers: int = 1
+    # The process log's level (debug, info, warning, error); debug adds, per refused token, the failed check.
+    log_level: str = "info"
     tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
     forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
 
@@ -192,3 +197,4 @@ class GatewayConfig:
     routes: tuple[RouteConfig, ...] = ()
     cache: CacheConfig = field(default_factory=CacheConfig)
     source: str | None = None  # the file it was read from, for messages
+    sha256: str | None = None  # hex digest of the file's bytes, set by load_config

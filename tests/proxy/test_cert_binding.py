@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gateway.server import GatewayProcess
-from tests.proxy.conftest import BASE_CONFIG, GatewayFactory, url
+from tests.proxy.conftest import BASE_CONFIG, GatewayFactory, admin_url, url
 from tests.proxy.harness import Issuer
 from tests.proxy.pki import Issued, Pki, fetch, tls_block, with_tls
 
@@ -151,6 +151,10 @@ async def test_forwarded_client_cert_from_a_trusted_peer(
     assert await status([f"{xfcc(pki.client_b)},{xfcc(pki.client)}"]) == 401  # two hops: which one is meant is a guess
     assert await status([xfcc(pki.client), xfcc(pki.client)]) == 401  # the header twice
     assert await status([xfcc(pki.client).replace("Hash=", "Hash=00")]) == 401  # not a SHA-256
+    # GET /config shows who is trusted (no secret in it).
+    async with http.get(admin_url(gw, "/config")) as resp:
+        shown = (await resp.json())["config"]["server"]["forwarded_client_cert"]
+    assert shown == {"trusted_peers": ["127.0.0.1/32"], "header": "x-forwarded-client-cert"}
 
 
 async def test_forwarded_client_cert_from_an_untrusted_peer_is_ignored(

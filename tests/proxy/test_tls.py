@@ -249,12 +249,15 @@ async def test_renewal_under_load_drops_no_request(make_gateway: GatewayFactory,
 
 
 async def test_a_pair_that_does_not_match_is_refused_and_the_old_one_serves(
-    make_gateway: GatewayFactory, pki: Pki, secret: KubeSecretDir
+    make_gateway: GatewayFactory, pki: Pki, secret: KubeSecretDir, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw = await make_gateway(with_tls(SECRET_TLS))
     other = pki.ca.issue("gateway-next", server=True)
     secret.publish({"tls.crt": other.cert_pem, "tls.key": pki.server.key_pem})  # key of the old cert
     await wait_for(lambda: tls_reloads(gw, "error") == 1)
+    refusal = next(r for r in caplog.records if r.name == "gateway.tls" and r.levelname == "ERROR")
+    assert refusal.__dict__["key"] == "server.tls.key_file"
+    assert refusal.__dict__["error"] == "the private key does not match the certificate"
     assert (await served_certificate(gw.proxy_port, pki.client_ctx())).serial_number == pki.server.cert.serial_number
     assert (await fetch(gw, pki.client_ctx()))[0] == 200
     secret.publish({"tls.crt": b"not a certificate\n", "tls.key": other.key_pem})
