@@ -5,8 +5,8 @@ set of files becomes a new SSLContext, and the listening context's SNI callback,
 which OpenSSL runs for every ClientHello (with or without a server name), moves
 each new handshake onto the newest one. Connections already open keep the
 context, certificate and session they were made with. A set that does not load
-(unreadable, not PEM, key not matching the certificate) is refused, logged and
-counted, and the last good one keeps serving.
+(unreadable, not PEM, key not matching the certificate, certificate expired) is
+refused, logged and counted, and the last good one keeps serving.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TlsFileError(Exception):
 
 
 class TlsEvents(Protocol):
-    """Where reload outcomes are counted (the Metrics object)."""
+    """Where reload outcomes and the serving certificate's expiry are reported (the Metrics object)."""
 
     def tls_reload(self, result: str) -> None: ...
 
