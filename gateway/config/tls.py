@@ -37,18 +37,21 @@ def parse_tls(r: Reader, at: At) -> TlsConfig | None:
         r.error(m["client_auth"], f"client_auth {client_auth} needs client_ca_file: the CAs that issue client certificates")
     if client_auth == "none" and "client_ca_file" in m:
         r.error(m["client_ca_file"], "is set but client_auth is none, so no client certificate is asked for: set client_auth optional or required")
-    if len(r.issues) > before or "cert_file" not in paths or "key_file" not in paths:
+    if "cert_file" not in paths or "key_file" not in paths:
         return None
-    cfg = TlsConfig(
-        cert_file=paths["cert_file"], key_file=paths["key_file"], client_ca_file=paths.get("client_ca_file"),
+    # The files are checked whatever else is wrong, so one `gateway check` reports it all.
+    files = TlsConfig(paths["cert_file"], paths["key_file"], paths.get("client_ca_file"))
+    try:
+        build_context(files)
+    except TlsFileError as exc:
+        r.error(m[exc.field], f"{getattr(files, exc.field)}: {exc.message}")
+        return None
+    if len(r.issues) > before:
+        return None
+    return TlsConfig(
+        files.cert_file, files.key_file, files.client_ca_file,
         client_auth=client_auth, min_version=min_version,  # type: ignore[arg-type]  # checked by choice()
     )
-    try:
-        build_context(cfg)
-    except TlsFileError as exc:
-        r.error(m[exc.field], f"{getattr(cfg, exc.field)}: {exc.message}")
-        return None
-    return cfg
 
 
 def parse_forwarded_client_cert(r: Reader, at: At) -> ForwardedClientCertConfig | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,18 @@ def test_forwarded_client_cert_errors(lines: list[str], path: str, fragment: str
     assert issue.path == path
     assert issue.line == (2 if "missing required" in fragment else marked_line(text)), str(issue)
     assert fragment in issue.message, str(issue)
+
+
+def test_gateway_check_reports_tls_errors_and_no_key_material(files: Path) -> None:
+    config = files / "gateway.yaml"
+    config.write_text(tls("cert_file: tls/tls.crt", "key_file: tls/other.key", "client_auth: optional"))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "-c", str(config)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"{config}:4: server.tls.key_file: {files / 'tls' / 'other.key'}: the private key does not match the certificate"
+    assert lines[1].startswith(f"{config}:5: server.tls.client_auth: client_auth optional needs client_ca_file")
+    key_body = (files / "tls" / "other.key").read_text().splitlines()[1]
+    assert key_body not in result.stdout + result.stderr
