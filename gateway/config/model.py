@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 AuthMode = Literal["public", "optional", "required"]
+AuthzDialect = Literal["auto", "traefik", "nginx", "envoy"]
 TokenLocation = Literal["header", "cookie", "query"]
 JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
@@ -91,6 +92,10 @@ class ServerConfig:
     log_level: str = "info"
     tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
     forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
+    # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
+    authz_listen: Listen | None = None
+    authz_dialect: AuthzDialect = "auto"
+    authz_path_prefix: str = ""  # envoy dialect: stripped from the check path ("" strips nothing)
 
 
 @dataclass(frozen=True, slots=True)

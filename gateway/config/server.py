@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config.model import Listen, ServerConfig
-from gateway.config.reader import At, Block, Reader
+from gateway.config.authz import AUTHZ_BLOCK
+from gateway.config.model import ServerConfig
+from gateway.config.reader import At, Block, Reader, same_socket
 from gateway.config.tls import TLS_BLOCKS
 
 MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
@@ -49,15 +50,10 @@ SERVER_BLOCKS: tuple[Block, ...] = (
         _read_core,
     ),
     *TLS_BLOCKS,
+    AUTHZ_BLOCK,
 )
 
 
 def parse_server(r: Reader, at: At) -> ServerConfig | None:
     read = r.blocks(at, SERVER_BLOCKS)
     return None if read is None else ServerConfig(**read[1])
-
-
-def same_socket(a: Listen, b: Listen) -> bool:
-    """Whether two listen addresses would collide on bind."""
-    wildcard = ("0.0.0.0", "::")
-    return a.port == b.port != 0 and (a.host == b.host or a.host in wildcard or b.host in wildcard)

@@ -189,3 +189,24 @@ async def test_bound_token_on_a_resumed_session(mtls: GatewayProcess, pki: Pki, 
     other = bound_token(issuer, pki.client_b)
     status, _, reused = await asyncio.to_thread(_get_over, mtls.proxy_port, ctx, other, session)
     assert (status, reused) == (401, True)
+
+
+async def test_bound_token_is_refused_on_the_decision_port(
+    make_gateway: GatewayFactory, http: aiohttp.ClientSession, pki: Pki, issuer: Issuer
+) -> None:
+    # The asking proxy's connection proves nothing of its client's certificate, and a
+    # forwarded hash is not read there even from a trusted peer (SPEC: Decision mode).
+    config = with_xfcc('["127.0.0.1/32"]').replace("server:\n", 'server:\n  authz_listen: "127.0.0.1:0"\n', 1)
+    gw = await make_gateway(config)
+    check = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/x", "X-Forwarded-Host": "app.example"}
+
+    async def status(token: str) -> int:
+        headers = {**check, **bearer(token), "X-Forwarded-Client-Cert": xfcc(pki.client)}
+        async with http.get(f"http://127.0.0.1:{gw.authz_port}/check", headers=headers) as resp:
+            return resp.status
+
+    assert await status(issuer.token()) == 200
+    assert await status(bound_token(issuer, pki.client)) == 401
+    # The proxy port, same peer, same header: the binding holds.
+    async with http.get(url(gw, "/api/x"), headers={**bearer(bound_token(issuer, pki.client)), "X-Forwarded-Client-Cert": xfcc(pki.client)}) as resp:
+        assert resp.status == 200
