@@ -186,8 +186,12 @@ def https(process: GatewayProcess, path: str) -> str:
 
 async def fetch(process: GatewayProcess, ctx: ssl.SSLContext, path: str = "/public/x", **kw: Any) -> tuple[int, Any]:
     """One request on a fresh connection (so a fresh handshake)."""
+    return await fetch_port(process.proxy_port, ctx, path, **kw)
+
+
+async def fetch_port(port: int, ctx: ssl.SSLContext, path: str = "/public/x", **kw: Any) -> tuple[int, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx, force_close=True)) as http:
-        async with http.get(https(process, path), **kw) as resp:
+        async with http.get(f"https://127.0.0.1:{port}{path}", **kw) as resp:
             body = await resp.json() if resp.content_type == "application/json" else await resp.read()
             return resp.status, body
 

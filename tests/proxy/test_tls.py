@@ -20,6 +20,7 @@ from tests.proxy.pki import (
     KubeSecretDir,
     Pki,
     fetch,
+    fetch_port,
     legacy_client_context,
     legacy_server_context,
     refused,
@@ -305,7 +306,8 @@ async def test_renewal_in_a_gateway_process_with_two_workers(
 ) -> None:
     """`gateway run` as deployed (uvloop, SO_REUSEPORT workers): every worker serves the renewed certificate."""
     port, admin_port = free_port(), free_port()
-    text = with_tls(SECRET_TLS).format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="5s")
+    mtls = SECRET_TLS + "    client_ca_file: secret/ca.crt\n    client_auth: optional\n"
+    text = with_tls(mtls).format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="5s")
     text = text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
     text = text.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
     text = text.replace("  shutdown_grace: 2s\n", "  shutdown_grace: 2s\n  workers: 2\n")
@@ -318,8 +320,12 @@ async def test_renewal_in_a_gateway_process_with_two_workers(
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_ctx(), force_close=True)) as http:
             async with http.get(f"https://127.0.0.1:{port}/api/x", headers=headers) as resp:
                 assert resp.status == 200
+        # uvloop's TLS transport hands over the client certificate: a bound token passes over its own only.
+        bound = {"Authorization": f"Bearer {issuer.token(cnf={'x5t#S256': pki.client.thumbprint})}"}
+        for cert, expected in ((pki.client, 200), (pki.client_b, 401), (None, 401)):
+            assert (await fetch_port(port, pki.client_ctx(cert), "/api/x", headers=bound))[0] == expected
         renewed = pki.ca.issue("gateway-renewed", server=True)
-        secret.publish({"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem})
+        secret.publish({"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem, "ca.crt": pki.ca.own.cert_pem})
 
         async def all_renewed() -> bool:
             # Fresh connections, spread by the kernel over both workers.
