@@ -15,7 +15,7 @@ from cryptography import x509
 import gateway.tls
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import GatewayFactory, admin_url
-from tests.proxy.harness import GatewaySubprocess, Issuer, Upstream, free_port, wait_for
+from tests.proxy.harness import Issuer, wait_for
 from tests.proxy.pki import (
     KubeSecretDir,
     Pki,
@@ -301,41 +301,30 @@ async def test_config_reload_applies_new_tls_settings(make_gateway: GatewayFacto
     assert tls_reloads(gw, "ok") == 1
 
 
-async def test_renewal_in_a_gateway_process_with_two_workers(
-    tmp_path: Path, issuer: Issuer, upstream: Upstream, pki: Pki, secret: KubeSecretDir
+async def test_renewal_in_a_gateway_process_with_two_workers(  # type: ignore[no-untyped-def]
+    proc_factory, issuer: Issuer, pki: Pki, secret: KubeSecretDir
 ) -> None:
     """`gateway run` as deployed (uvloop, SO_REUSEPORT workers): every worker serves the renewed certificate."""
-    port, admin_port = free_port(), free_port()
     mtls = SECRET_TLS + "    client_ca_file: secret/ca.crt\n    client_auth: optional\n"
-    text = with_tls(mtls).format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="5s")
-    text = text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
-    text = text.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
-    text = text.replace("  shutdown_grace: 2s\n", "  shutdown_grace: 2s\n  workers: 2\n")
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    proc = GatewaySubprocess(path, admin_port, tmp_path)
-    try:
-        await proc.start()
-        headers = {"Authorization": f"Bearer {issuer.token()}"}
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_ctx(), force_close=True)) as http:
-            async with http.get(f"https://127.0.0.1:{port}/api/x", headers=headers) as resp:
-                assert resp.status == 200
-        # uvloop's TLS transport hands over the client certificate: a bound token passes over its own only.
-        bound = {"Authorization": f"Bearer {issuer.token(cnf={'x5t#S256': pki.client.thumbprint})}"}
-        for cert, expected in ((pki.client, 200), (pki.client_b, 401), (None, 401)):
-            assert (await fetch_port(port, pki.client_ctx(cert), "/api/x", headers=bound))[0] == expected
-        renewed = pki.ca.issue("gateway-renewed", server=True)
-        secret.publish({"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem, "ca.crt": pki.ca.own.cert_pem})
+    _, port = await proc_factory(with_tls(mtls).replace("  shutdown_grace: 2s\n", "  shutdown_grace: 2s\n  workers: 2\n"))
+    headers = {"Authorization": f"Bearer {issuer.token()}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=pki.client_ctx(), force_close=True)) as http:
+        async with http.get(f"https://127.0.0.1:{port}/api/x", headers=headers) as resp:
+            assert resp.status == 200
+    # uvloop's TLS transport hands over the client certificate: a bound token passes over its own only.
+    bound = {"Authorization": f"Bearer {issuer.token(cnf={'x5t#S256': pki.client.thumbprint})}"}
+    for cert, expected in ((pki.client, 200), (pki.client_b, 401), (None, 401)):
+        assert (await fetch_port(port, pki.client_ctx(cert), "/api/x", headers=bound))[0] == expected
+    renewed = pki.ca.issue("gateway-renewed", server=True)
+    secret.publish({"tls.crt": renewed.cert_pem, "tls.key": renewed.key_pem, "ca.crt": pki.ca.own.cert_pem})
 
-        async def all_renewed() -> bool:
-            # Fresh connections, spread by the kernel over both workers.
-            serials = {(await served_certificate(port, pki.client_ctx())).serial_number for _ in range(16)}
-            return serials == {renewed.cert.serial_number}
+    async def all_renewed() -> bool:
+        # Fresh connections, spread by the kernel over both workers.
+        serials = {(await served_certificate(port, pki.client_ctx())).serial_number for _ in range(16)}
+        return serials == {renewed.cert.serial_number}
 
-        for _ in range(100):  # the product polls every second: allow a few polls
-            if await all_renewed():
-                break
-            await asyncio.sleep(0.05)
-        assert await all_renewed()
-    finally:
-        proc.kill()
+    for _ in range(100):  # the product polls every second: allow a few polls
+        if await all_renewed():
+            break
+        await asyncio.sleep(0.05)
+    assert await all_renewed()
