@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jws import parse_token
-from gateway.jose.trace import ISSUER, KEY, Trace
+from gateway.jose.trace import DECODE, ISSUER, KEY, Trace
 from gateway.jose.verifier import VerifyPolicy, verify_token
 from gateway.token_cache import STABLE_REJECTIONS, Rejection, TokenCache, VerifiedToken
 
@@ -72,7 +72,14 @@ class Authenticator:
                 entry = cached
             else:
                 self._metrics.cache_miss.inc()
-                parsed = parse_token(token, max_bytes=max_token_bytes)
+                try:
+                    parsed = parse_token(token, max_bytes=max_token_bytes)
+                except TokenError as exc:
+                    if trace is not None:
+                        trace.add(DECODE, "compact JWS", False, exc.description)
+                    raise
+                if trace is not None:
+                    trace.add(DECODE, "compact JWS", True, f"{len(token)} bytes, at most {max_token_bytes}")
                 iss = parsed.claims.get("iss")
                 issuer = issuers.by_iss.get(iss) if isinstance(iss, str) else None
                 if trace is not None:

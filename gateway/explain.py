@@ -37,6 +37,7 @@ from gateway.token_cache import TokenCache
 STEP_TITLES = {
     steps.ROUTE: "route",
     steps.DECRYPTION: "decryption (JWE)",
+    steps.DECODE: "decoding",
     steps.ISSUER: "issuer",
     steps.KEY: "key",
     steps.SIGNATURE: "signature",
@@ -125,7 +126,8 @@ async def _explain(
         verified = await authn.authenticate(token, route, rt.issuers, rt.max_token_bytes, trace)
     except TokenError as exc:
         if not any(check.ok is False for check in trace.checks):
-            trace.add(steps.KEY if exc.reason is Reason.JWKS_UNAVAILABLE else steps.ISSUER, "token", False, exc.description)
+            # A refusal no step recorded (verify_token's last resort): still say why.
+            trace.add(steps.DECODE, "token", False, exc.description)
         if exc.reason is Reason.JWKS_UNAVAILABLE and issuer is not None:
             trace.add(steps.KEY, "key source", False, _key_source_note(issuer.keys.status(), offline))
         return _answer(out, trace, token_refusal(exc.reason), exc.reason)

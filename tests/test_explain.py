@@ -121,11 +121,11 @@ def _challenge(description: str) -> str:
 
 # One token per refusal reason: (id, token factory, path, the FAIL line it shows, status line, challenge description)
 CASES: list[tuple[str, Any, str, str, str]] = [
-    ("malformed", lambda: "not.a-token", "token: The token is not a compact JWS", "401 invalid_token", "the token is malformed"),
-    ("too_large", lambda: token(pad="x" * 9000), "token: The token exceeds the size limit.", "401 invalid_token", "the token is too large"),
+    ("malformed", lambda: "not.a-token", "compact JWS: The token is not a compact JWS", "401 invalid_token", "the token is malformed"),
+    ("too_large", lambda: token(pad="x" * 9000), "compact JWS: The token exceeds the size limit.", "401 invalid_token", "the token is too large"),
     ("alg_not_allowed", lambda: token(alg="RS384"), "alg allow-list: RS384 not in ['RS256']", "401 invalid_token",
      "the token's algorithm is not allowed"),
-    ("unsupported_crit", lambda: token(headers={"crit": ["ext"], "ext": 1}), "token: The token requires a header extension",
+    ("unsupported_crit", lambda: token(headers={"crit": ["ext"], "ext": 1}), "compact JWS: The token requires a header extension",
      "401 invalid_token", "the token requires an unsupported extension"),
     ("bad_type", lambda: token(headers={"typ": "dpop+jwt"}), "typ: 'dpop+jwt', accepted: ['JWT', 'at+jwt']", "401 invalid_token",
      "the token's type is not allowed"),

@@ -19,13 +19,14 @@ from typing import Final
 
 ROUTE: Final = "route"
 DECRYPTION: Final = "decryption"  # reserved: the JWE layer (RFC 7516) records here
+DECODE: Final = "decode"
 ISSUER: Final = "issuer"
 KEY: Final = "key"
 SIGNATURE: Final = "signature"
 CLAIMS: Final = "claims"
 BINDING: Final = "binding"  # reserved: DPoP (RFC 9449) and certificate binding (RFC 8705) record here
 RULES: Final = "claim rules"
-STEP_ORDER: Final = (ROUTE, DECRYPTION, ISSUER, KEY, SIGNATURE, CLAIMS, BINDING, RULES)
+STEP_ORDER: Final = (ROUTE, DECRYPTION, DECODE, ISSUER, KEY, SIGNATURE, CLAIMS, BINDING, RULES)
 
 
 @dataclass(frozen=True, slots=True)
