@@ -70,23 +70,28 @@ def _reject(trace: Trace | None, name: str, detail: str, reason: Reason, descrip
     raise TokenError(reason, description)
 
 
+def _accepted(audiences: frozenset[str] | None) -> str:
+    return "any audience" if audiences is None else f"one of {sorted(audiences)}"
+
+
 def _check_audience(claims: Mapping[str, Any], audiences: frozenset[str] | None, trace: Trace | None) -> None:
     aud = claims.get("aud", _ABSENT)
-    limit = "any audience" if audiences is None else f"one of {sorted(audiences)}"
     if aud is _ABSENT:
         if audiences is not None:
-            _reject(trace, "aud", f"absent, required: {limit}", Reason.BAD_AUDIENCE, "The token has no audience.")
+            _reject(trace, "aud", f"absent, required: {_accepted(audiences)}", Reason.BAD_AUDIENCE, "The token has no audience.")
     # RFC 7519 §4.1.3: a string, or an array of strings.
     elif isinstance(aud, str):
         if audiences is not None and aud not in audiences:
-            _reject(trace, "aud", f"{aud!r}, accepted: {limit}", Reason.BAD_AUDIENCE, "The token's audience is not accepted.")
+            _reject(trace, "aud", f"{aud!r}, accepted: {_accepted(audiences)}", Reason.BAD_AUDIENCE,
+                    "The token's audience is not accepted.")
     elif not isinstance(aud, list) or not all(isinstance(a, str) for a in aud):
         _reject(trace, "aud", "not a string or array of strings", Reason.MALFORMED,
                 "The 'aud' claim is not a string or an array of strings.")
     elif audiences is not None and audiences.isdisjoint(aud):
-        _reject(trace, "aud", f"{aud!r}, accepted: {limit}", Reason.BAD_AUDIENCE, "None of the token's audiences is accepted.")
+        _reject(trace, "aud", f"{aud!r}, accepted: {_accepted(audiences)}", Reason.BAD_AUDIENCE,
+                "None of the token's audiences is accepted.")
     if trace is not None:
-        trace.add(CLAIMS, "aud", True, f"{'absent' if aud is _ABSENT else repr(aud)}, accepted: {limit}")
+        trace.add(CLAIMS, "aud", True, f"{'absent' if aud is _ABSENT else repr(aud)}, accepted: {_accepted(audiences)}")
 
 
 def check_claims(claims: Mapping[str, Any], policy: ClaimPolicy, now: float, trace: Trace | None = None) -> None:
