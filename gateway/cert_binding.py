@@ -15,8 +15,12 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from gateway.config.model import ForwardedClientCertConfig
 from gateway.jose.errors import Reason, TokenError
+from gateway.jose.trace import BINDING, Trace
 from gateway.tls import peer_certificate
 
 X5T_S256 = "x5t#S256"  # RFC 8705 §3.1 confirmation method
@@ -34,29 +38,47 @@ def certificate_thumbprint(der: bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode("ascii")
 
 
-def check_certificate_binding(claims: Mapping[str, Any], presented: Callable[[], str | None]) -> None:
+def check_certificate_binding(
+    claims: Mapping[str, Any], presented: Callable[[], str | None], trace: Trace | None = None
+) -> None:
     """Refuse a certificate-bound token unless `presented()` is the thumbprint it names.
 
     Runs on every request, cached token or not: the binding is to the connection,
-    not to the token. `presented` is asked only for a bound token.
+    not to the token. `presented` is asked only for a bound token. A `trace`
+    (gateway explain) records the check.
     """
     cnf = claims.get("cnf")
-    if cnf is None:
+    if cnf is None or (isinstance(cnf, dict) and X5T_S256 not in cnf):
+        if trace is not None:
+            trace.add(BINDING, f"cnf {X5T_S256}", None, "absent: the token is not bound to a client certificate")
         return
+    problem = None
     if not isinstance(cnf, dict):
         # RFC 7800 §3.1: cnf is an object; anything else binds to something we cannot check.
-        raise TokenError(Reason.MALFORMED, "the token's cnf claim is not an object")
-    if X5T_S256 not in cnf:
-        return
-    expected = cnf[X5T_S256]
-    if not isinstance(expected, str):
-        raise TokenError(Reason.MALFORMED, "the token's certificate thumbprint is not a string")
+        problem = "the token's cnf claim is not an object"
+    elif not isinstance(cnf[X5T_S256], str):
+        problem = "the token's certificate thumbprint is not a string"
+    if problem is not None:
+        if trace is not None:
+            trace.add(BINDING, f"cnf {X5T_S256}", False, problem)
+        raise TokenError(Reason.MALFORMED, problem)
+    expected: str = cnf[X5T_S256]
     thumbprint = presented()
-    if thumbprint is None:
-        raise TokenError(Reason.CERT_BINDING_MISMATCH, "the token is bound to a client certificate this connection did not present")
     # Exact comparison of the base64url text (RFC 8705 §3.1); constant time for good measure.
-    if not hmac.compare_digest(thumbprint.encode(), expected.encode("utf-8", "surrogatepass")):
+    holds = thumbprint is not None and hmac.compare_digest(thumbprint.encode(), expected.encode("utf-8", "surrogatepass"))
+    if trace is not None:
+        seen = "no verified client certificate" if thumbprint is None else f"the client certificate's is {thumbprint}"
+        trace.add(BINDING, f"cnf {X5T_S256}", holds, f"the token names {expected}; {seen}")
+    if not holds:
         raise TokenError(Reason.CERT_BINDING_MISMATCH, "the token is bound to a client certificate this connection did not present")
+
+
+def pem_thumbprint(path: str) -> str:
+    """The thumbprint of the first certificate in a PEM file (gateway explain --client-cert); ValueError if none."""
+    with open(path, "rb") as fh:
+        pem = fh.read(1 << 20)
+    certificate = x509.load_pem_x509_certificates(pem)[0]
+    return certificate_thumbprint(certificate.public_bytes(serialization.Encoding.DER))
 
 
 class ClientCertificates:
