@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint bench bench-edge check-deploy check-decision bench-decision venv clean
+.PHONY: run test check lint bench bench-edge bench-tls check-deploy check-decision bench-decision venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ bench: $(STAMP)
 bench-edge: $(STAMP)
 	BENCH_SCRIPT=edge_bench.py bash bench/run.sh
 	$(BIN)/python bench/slow_clients.py
+
+# TLS cost against plain HTTP (handshakes, keep-alive); installs wrk from Debian if missing.
+bench-tls: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/tls_cost.py
 
 # Needs root and system tools (promtool, iproute2, kubectl, hadolint, checkov): installs them itself.
 check-deploy: $(STAMP)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
+import shutil
 import signal
 import tempfile
 import time
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from gateway.config.load import parse_config
+from gateway.config.load import load_config
 from gateway.process_log import configure_logging
 from gateway.server import GatewayProcess, bound_port
 
@@ -113,11 +113,13 @@ class Demo:
     issuer: DemoIssuer
     process: GatewayProcess
     runners: list[web.AppRunner]
+    config_path: Path
 
     async def close(self) -> None:
         await self.process.stop()
         for runner in self.runners:
             await runner.cleanup()
+        shutil.rmtree(self.config_path.parent, ignore_errors=True)
 
 
 async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -148,13 +150,16 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
         port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
         authz=_authz_keys(authz_port),
     )
-    config = parse_config(text, source="<demo>", base_dir=Path(tempfile.gettempdir()), environ=os.environ)
-    process = GatewayProcess(config)
+    # A real file, so that `gateway explain -c` and the admin /config can name it.
+    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    config_path = config_dir / "gateway.yaml"
+    config_path.write_text(text)
+    process = GatewayProcess(load_config(config_path), str(config_path))
     await process.start()
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return Demo(issuer, process, [issuer_runner, echo_runner])
+    return Demo(issuer, process, [issuer_runner, echo_runner], config_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -180,9 +185,15 @@ curl -s -H 'Authorization: Bearer {admin_token}' {base}/admin/users
 # 200: a public route needs no token
 curl -s {base}/public/hello
 
-# metrics and readiness
+# metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
+curl -s {admin}/config
+curl -s {admin}/keys
+
+# why a token passes or fails, check by check (exit 0 allowed, 1 refused); "-" reads the token from stdin
+gateway explain -c {demo.config_path} --path /api/orders {reader}
+gateway explain -c {demo.config_path} --path /admin/users {reader}
 {_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """

@@ -28,7 +28,7 @@ from gateway.edge import ServerRequest
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, LocalReply, reply
+from gateway.local_reply import REPLIES, Decision, LocalReply, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
@@ -95,7 +95,10 @@ class Gateway:
     async def _proxy(self, request: ServerRequest, rt: Runtime, ex: Exchange) -> int:
         # The request asks for itself; forwarding headers (X-Original-URI...) are ordinary headers here.
         asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
-        verdict = await self._judge(asked, rt, ex)
+        # A certificate-bound token's proof of possession: this connection's client certificate.
+        verdict = await self._judge(
+            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers)
+        )
         if isinstance(verdict, Refused):
             return _send(request, reply(verdict.decision, ex.request_id, verdict.reason))
 
@@ -130,15 +133,22 @@ class Gateway:
             ex.decision = exc.decision
             return _send(request, rt.decision.refused(exc.family, exc.decision, ex.request_id))
         ex.method = conveyed.asked.method
-        verdict = await self._judge(conveyed.asked, rt, ex)
+        # No client certificate: the asking proxy's connection proves nothing of its client's,
+        # so a certificate-bound token is refused here (SPEC: Decision mode).
+        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate)
         if isinstance(verdict, Refused):
             return _send(request, rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason))
         # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
         await request.send_response(200, "OK", rt.decision.allowed(conveyed.family, verdict, ex.request_id), b"")
         return 200
 
-    async def _judge(self, asked: Asked, rt: Runtime, ex: Exchange) -> Verdict:
-        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers."""
+    async def _judge(
+        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None]
+    ) -> Verdict:
+        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers.
+
+        `client_certificate` gives the thumbprint of the certificate the client proved it holds.
+        """
         # 1. One spelling of the path, for routing and for the upstream alike.
         try:
             path = normalize_path(asked.raw_path)
@@ -169,13 +179,13 @@ class Gateway:
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
         try:
-            verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+            verified = await self.authn.authenticate(
+                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate
+            )
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
-            if exc.reason is Reason.JWKS_UNAVAILABLE:
-                return self._refused(ex, Decision.KEYS_UNAVAILABLE)
-            return self._refused(ex, Decision.INVALID_TOKEN, exc.reason)
+            return self._refused(ex, token_refusal(exc.reason), exc.reason)
         ex.issuer = verified.issuer_name
         sub = verified.claims.get("sub")
         ex.sub = sub if isinstance(sub, str) else None
@@ -220,6 +230,10 @@ class Gateway:
 # request), and they reveal nothing but an order within one process.
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
+
+
+def _no_client_certificate() -> str | None:
+    return None
 
 
 def _request_id(request: ServerRequest) -> str:

@@ -78,7 +78,14 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.MISSING_EXPIRATION: "the token has no expiration",
     Reason.LIFETIME_TOO_LONG: "the token's lifetime is too long",
     Reason.JWKS_UNAVAILABLE: "the issuer's signing keys are not available yet",
+    Reason.CERT_BINDING_MISMATCH: "the token is bound to a client certificate this connection did not present",
 }
+
+
+def token_refusal(reason: Reason) -> Decision:
+    """The decision for a token refused with `reason`: 503 when the issuer's keys cannot be had, else 401."""
+    return Decision.KEYS_UNAVAILABLE if reason is Reason.JWKS_UNAVAILABLE else Decision.INVALID_TOKEN
+
 
 RETRY_AFTER_SECONDS = "5"
 SHED_RETRY_AFTER_SECONDS = "1"  # capacity frees up within a request's time, not a key fetch's
