@@ -161,3 +161,13 @@ async def test_requests_beyond_max_inflight_get_503_at_once(
     writer.write(b"GET /public/x HTTP/1.1\r\nHost: t\r\n\r\n")  # capacity is back: served
     assert (await _read_response(reader))[0] == 200
     writer.close()
+
+
+async def test_repeated_host_is_400_and_never_forwarded(gateway: GatewayProcess, upstream: Upstream) -> None:
+    """Two Host headers: which one routes is ambiguous (RFC 9112 §3.2), so neither does."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(b"GET /public/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in data
+    assert upstream.seen == []
