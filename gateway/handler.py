@@ -1,4 +1,4 @@
-"""THE request path: sanitize -> route -> extract -> authn -> authz -> claim headers -> forward -> record.
+"""THE request path: sanitize -> route -> extract -> authn -> binding -> authz -> claim headers -> forward -> record.
 
 Read `Gateway.handle` top to bottom to follow one request; each step is one call
 into a module with one job, and every reply the gateway writes itself comes from
@@ -18,14 +18,21 @@ from aiohttp.http import HttpVersion11
 
 from gateway.access_log import AccessLog, Exchange
 from gateway.authn import Authenticator
+from gateway.dpop_binding import DpopRefusal, Refusal
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, reply
+from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, dpop_reply, reply
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
 
+_DPOP_DECISIONS = {
+    Refusal.PROOF: Decision.INVALID_DPOP_PROOF,
+    Refusal.NONCE: Decision.USE_DPOP_NONCE,
+    Refusal.TOKEN: Decision.INVALID_TOKEN,
+    Refusal.UNAVAILABLE: Decision.DPOP_REPLAY_FULL,
+}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
 
@@ -79,9 +86,10 @@ class Gateway:
 
         # 3. Authentication: public routes look at no token; CORS preflights carry none.
         claim_headers: list[tuple[str, str]] = []
+        reply_headers: tuple[tuple[str, str], ...] = ()
         if route.auth != "public" and not (rt.cors_bypass and _is_preflight(request)):
             try:
-                token = rt.extractor.extract(request.headers, query)
+                token, dpop_scheme = rt.extractor.extract_with_scheme(request.headers, query)
             except ExtractError as exc:
                 if exc.kind == "multiple":
                     ex.reason = "multiple_tokens"
@@ -98,10 +106,35 @@ class Gateway:
                     ex.reason = exc.reason.value
                     if exc.reason is Reason.JWKS_UNAVAILABLE:
                         return self._reply(ex, Decision.KEYS_UNAVAILABLE)
+                    if dpop_scheme:  # RFC 9449 §7.1: the token's faults under the scheme it came with
+                        return self._dpop_reply(ex, rt, None, Decision.INVALID_TOKEN, REASON_DESCRIPTIONS[exc.reason], True)
                     return self._reply(ex, Decision.INVALID_TOKEN, exc.reason)
                 ex.issuer = verified.issuer_name
                 sub = verified.claims.get("sub")
                 ex.sub = sub if isinstance(sub, str) else None
+
+                # 3b. Sender constraint (RFC 9449): the token's cnf.jkt and the request's DPoP proof
+                # belong together, on every request, cached token or not.
+                try:
+                    fresh_nonce = rt.dpop.check(
+                        issuer_name=verified.issuer_name, claims=verified.claims, token=token,
+                        dpop_scheme=dpop_scheme, method=request.method, path=path, headers=request.headers,
+                        scheme=request.scheme, peer=request.remote,
+                    )
+                except DpopRefusal as refusal:
+                    ex.reason = refusal.reason
+                    self.metrics.dpop_check(verified.issuer_name, refusal.result).inc()
+                    decision = _DPOP_DECISIONS[refusal.kind]
+                    return self._dpop_reply(ex, rt, refusal, decision, refusal.description, dpop_scheme)
+                except TokenError as exc:  # a malformed cnf claim: the token's own fault
+                    ex.reason = exc.reason.value
+                    if dpop_scheme:
+                        return self._dpop_reply(ex, rt, None, Decision.INVALID_TOKEN, REASON_DESCRIPTIONS[exc.reason], True)
+                    return self._reply(ex, Decision.INVALID_TOKEN, exc.reason)
+                if dpop_scheme:
+                    self.metrics.dpop_check(verified.issuer_name, "ok").inc()
+                if fresh_nonce is not None:
+                    reply_headers = (("DPoP-Nonce", fresh_nonce), ("Cache-Control", "no-store"))
 
                 # 4. Authorization: the route's claim rules, on every request, cached token or not.
                 failed = route.rules.first_failure(verified.claims)
@@ -129,7 +162,7 @@ class Gateway:
             if websocket:
                 return await rt.upstream.websocket(request, path_qs, headers)
             await _send_continue(request)
-            return await rt.upstream.forward(request, path_qs, headers, ex)
+            return await rt.upstream.forward(request, path_qs, headers, ex, reply_headers)
         except UpstreamUnreachable:
             return self._reply(ex, Decision.UPSTREAM_UNREACHABLE)
         except UpstreamTimeout:
@@ -144,6 +177,16 @@ class Gateway:
     def _reply(self, ex: Exchange, decision: Decision, reason: Reason | None = None) -> web.Response:
         ex.decision = decision
         return reply(decision, ex.request_id, reason)
+
+    def _dpop_reply(
+        self, ex: Exchange, rt: Runtime, refusal: DpopRefusal | None, decision: Decision, description: str,
+        dpop_scheme: bool,
+    ) -> web.Response:
+        ex.decision = decision
+        return dpop_reply(
+            decision, ex.request_id, description, scheme="DPoP" if dpop_scheme else "Bearer",
+            algs=rt.dpop.algs(ex.issuer), nonce=refusal.nonce if refusal is not None else None,
+        )
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started

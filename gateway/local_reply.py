@@ -18,6 +18,9 @@ class Decision(StrEnum):
     NO_TOKEN = "no_token"  # required route without a token
     INVALID_REQUEST = "invalid_request"  # tokens in more than one place (RFC 6750 §2)
     INVALID_TOKEN = "invalid_token"
+    INVALID_DPOP_PROOF = "invalid_dpop_proof"  # RFC 9449 §7.1
+    USE_DPOP_NONCE = "use_dpop_nonce"  # RFC 9449 §9
+    DPOP_REPLAY_FULL = "dpop_replay_full"  # no room to remember another proof: fail closed
     INSUFFICIENT_SCOPE = "insufficient_scope"
     KEYS_UNAVAILABLE = "keys_unavailable"
     NO_ROUTE = "no_route"
@@ -44,6 +47,9 @@ REPLIES: dict[Decision, _Row] = {
     Decision.NO_TOKEN: _Row(401, "unauthorized", "a bearer token is required", _REALM),
     Decision.INVALID_REQUEST: _Row(400, "invalid_request", "a token was sent in more than one place", f'{_REALM}, error="invalid_request"'),
     Decision.INVALID_TOKEN: _Row(401, "invalid_token", "the token is not valid", f'{_REALM}, error="invalid_token"'),
+    Decision.INVALID_DPOP_PROOF: _Row(401, "invalid_dpop_proof", "the DPoP proof is not valid", 'DPoP error="invalid_dpop_proof"'),
+    Decision.USE_DPOP_NONCE: _Row(401, "use_dpop_nonce", "the DPoP proof must carry the current server nonce", 'DPoP error="use_dpop_nonce"'),
+    Decision.DPOP_REPLAY_FULL: _Row(503, "temporarily_unavailable", "too many DPoP proofs to remember; retry shortly"),
     Decision.INSUFFICIENT_SCOPE: _Row(403, "insufficient_scope", "the token lacks a claim this route requires", f'{_REALM}, error="insufficient_scope"'),
     Decision.KEYS_UNAVAILABLE: _Row(503, "temporarily_unavailable", "the issuer's signing keys are not available yet"),
     Decision.NO_ROUTE: _Row(404, "not_found", "no route matches this request"),
@@ -107,6 +113,27 @@ _PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {
     (decision, None): _prepare(decision, None) for decision in Decision if decision is not Decision.ALLOW
 }
 _PREPARED.update({(Decision.INVALID_TOKEN, reason): _prepare(Decision.INVALID_TOKEN, reason) for reason in Reason})
+
+
+def dpop_reply(
+    decision: Decision, request_id: str, description: str, *, scheme: str, algs: str, nonce: str | None = None
+) -> web.Response:
+    """A refusal of the DPoP binding step (RFC 9449 §7.1): the challenge names the scheme the client
+    used, a DPoP challenge lists the accepted proof algorithms, and a nonce demand carries one
+    fresh DPoP-Nonce (§8). `description` is a fixed sentence without quotes."""
+    row = REPLIES[decision]
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("X-Request-Id", request_id)]
+    if row.status == 503:
+        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
+    elif scheme == "DPoP":
+        params = f'error="{row.error}", error_description="{description}", algs="{algs}"'
+        headers.append(("WWW-Authenticate", f"DPoP {params}"))
+    else:
+        headers.append(("WWW-Authenticate", f'{_REALM}, error="{row.error}", error_description="{description}"'))
+    if nonce is not None:
+        headers.append(("DPoP-Nonce", nonce))
+    body = json.dumps({"error": row.error, "error_description": description, "request_id": request_id})
+    return web.Response(status=row.status, body=body.encode(), headers=headers)
 
 
 def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:

@@ -124,11 +124,16 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
+        self.dpop_checks = Counter(
+            "gateway_dpop_checks", "DPoP binding checks (RFC 9449) by issuer and result: ok or the refusal.",
+            ["issuer", "result"], registry=r,
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
         self._route_children: dict[tuple[str, int], RouteChildren] = {}
         self._verify_children: dict[tuple[str, str], Any] = {}
+        self._dpop_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
@@ -153,6 +158,14 @@ class Metrics:
         child = self._verify_children.get(key)
         if child is None:
             child = self._verify_children[key] = self.jwt_verify_seconds.labels(issuer, result)
+        return child
+
+    def dpop_check(self, issuer: str, result: str) -> Any:
+        """The DPoP counter's child for (issuer, result); both come from closed sets."""
+        key = (issuer, result)
+        child = self._dpop_children.get(key)
+        if child is None:
+            child = self._dpop_children[key] = self.dpop_checks.labels(issuer, result)
         return child
 
     def exposition(self) -> bytes:

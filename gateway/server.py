@@ -19,6 +19,7 @@ from gateway.admin import Admin
 from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
 from gateway.config.model import GatewayConfig, Listen
+from gateway.dpop_state import DpopShared
 from gateway.handler import Gateway
 from gateway.keystore import KeyStore
 from gateway.local_reply import Decision, reply
@@ -76,13 +77,17 @@ def _listen_socket_host(listen: Listen) -> str:
 class GatewayProcess:
     """One running gateway: built from a config, reloadable, stoppable. Tests run it in-process too."""
 
-    def __init__(self, config: GatewayConfig, config_path: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, config_path: str | None = None, dpop_shared: DpopShared | None = None
+    ) -> None:
         self.config_path = config_path
+        # Made before the workers fork when there are several, so all of them share it.
+        self.dpop_shared = dpop_shared or DpopShared.create()
         self.metrics = Metrics()
         self.access_log = AccessLog()
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
-        self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
+        self.gateway = Gateway(build_runtime(config, self.keystore, dpop_shared=self.dpop_shared), self.authn, self.metrics, self.access_log)
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
@@ -167,7 +172,7 @@ class GatewayProcess:
             old_runtime = self.runtime
             keystore = self._new_keystore(config, old_runtime.keystore)
             await keystore.start()
-            runtime = build_runtime(config, keystore, previous=old_runtime)
+            runtime = build_runtime(config, keystore, previous=old_runtime, dpop_shared=self.dpop_shared)
             self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
             self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
@@ -231,8 +236,8 @@ def configure_logging() -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
 
 
-async def serve(config: GatewayConfig, config_path: str | None) -> int:
-    process = GatewayProcess(config, config_path)
+async def serve(config: GatewayConfig, config_path: str | None, dpop_shared: DpopShared | None = None) -> int:
+    process = GatewayProcess(config, config_path, dpop_shared)
     try:
         await process.start()
     except OSError as exc:  # a port in use, an address not on this host
@@ -276,15 +281,18 @@ def run_forever(config: GatewayConfig, config_path: str) -> int:
     from gateway.metrics import MULTIPROC_ENV
     from gateway.supervisor import Supervisor
 
-    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path))
+    # DPoP replay memory and nonce key: one for the whole process, inherited by every worker.
+    dpop_shared = DpopShared.create()
+    dpop_shared.replay.share_with_forks()
+    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path, dpop_shared))
     os.environ[MULTIPROC_ENV] = supervisor.metrics_dir
     log.info("starting %d workers", config.server.workers)
     return supervisor.run()
 
 
-def _run_worker(config: GatewayConfig, config_path: str) -> int:
+def _run_worker(config: GatewayConfig, config_path: str, dpop_shared: DpopShared) -> int:
     from gateway.metrics import use_multiprocess_values
 
     use_multiprocess_values(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     _install_uvloop()
-    return asyncio.run(serve(config, config_path))
+    return asyncio.run(serve(config, config_path, dpop_shared))

@@ -10,6 +10,7 @@ environment variables and files, and JWK Set files.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from gateway.config.errors import ConfigInvalid, ConfigIssue
 from gateway.config.model import (
     CacheConfig,
     ClaimRule,
+    DpopConfig,
     ForwardConfig,
     GatewayConfig,
     IssuerConfig,
@@ -46,6 +48,7 @@ from gateway.config.values import (
     parse_listen,
 )
 from gateway.config.yaml_lines import MAX_DOCUMENT_BYTES, MarkedMap, MarkedSeq, YamlError, load_yaml
+from gateway.jose.dpop import ASYMMETRIC, origin_of
 
 __all__ = ["SUPPORTED_ALGORITHMS", "ConfigInvalid", "ConfigIssue", "load_config", "parse_config"]
 
@@ -69,13 +72,16 @@ MAX_CACHE_ENTRIES = 10_000_000
 _TOP_KEYS = ("server", "upstream", "tokens", "issuers", "forward", "routes", "cache")
 _SERVER_KEYS = (
     "listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers",
+    "public_origin", "trusted_proxies",
 )
 _UPSTREAM_KEYS = ("url", "connect_timeout", "timeout")
 _TOKEN_KEYS = ("header", "cookie", "query", "prefix")
 _ISSUER_KEYS = (
     "name", "issuer", "audiences", "algorithms", "clock_skew", "require_expiration",
-    "max_lifetime", "typ", "jwks", "secret",
+    "max_lifetime", "typ", "jwks", "secret", "dpop",
 )
+_DPOP_KEYS = ("mode", "algorithms", "max_age", "nonce")
+_DPOP_MODES = ("off", "optional", "required")
 _JWKS_SOURCES = ("file", "uri", "discovery", "inline")
 _JWKS_KEYS = (*_JWKS_SOURCES, "refresh_interval", "min_refresh_interval", "timeout", "allow_http")
 _SECRET_KEYS = ("env", "file")
@@ -365,7 +371,59 @@ class _Parser:
             kw["cors_preflight"] = mode
         if "workers" in m and (workers := self.integer(m["workers"], *WORKERS_RANGE)) is not None:
             kw["workers"] = workers
+        if "public_origin" in m and (origin := self.public_origin(m["public_origin"])) is not None:
+            kw["public_origin"] = origin
+        if "trusted_proxies" in m and (cidrs := self.strings(m["trusted_proxies"], what="CIDR", check=self.cidr)):
+            kw["trusted_proxies"] = cidrs
         return ServerConfig(**kw)
+
+    # --- DPoP (RFC 9449): server.public_origin, server.trusted_proxies, issuers[].dpop ---------
+
+    def public_origin(self, at: _At) -> tuple[str, str] | None:
+        text = self.string(at)
+        if text is None:
+            return None
+        scheme, sep, authority = text.partition("://")
+        origin = origin_of(scheme, authority) if sep and scheme.lower() in ("http", "https") else None
+        if origin is None or not authority:
+            self.error(at, f"{text!r} is not an origin: write scheme://host[:port], e.g. \"https://api.example.com\"")
+            return None
+        return origin
+
+    def cidr(self, at: _At, text: str) -> bool:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            self.error(at, f"{text!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)")
+            return False
+        return True
+
+    def dpop(self, at: _At) -> DpopConfig | None:
+        m = self.mapping(at, _DPOP_KEYS)
+        if m is None:
+            return None
+        before = len(self.issues)
+        kw: dict[str, Any] = {}
+        if "mode" in m:
+            mode = m["mode"]
+            if mode.value is False:  # YAML 1.1 reads a bare `off` as false
+                kw["mode"] = "off"
+            elif (choice := self.choice(mode, _DPOP_MODES)) is not None:
+                kw["mode"] = choice
+
+        def asymmetric(item: _At, alg: str) -> bool:
+            if alg not in ASYMMETRIC:
+                self.error(item, f"{alg!r} cannot sign a DPoP proof: asymmetric algorithms only ({_names(sorted(ASYMMETRIC))})")
+                return False
+            return True
+
+        if "algorithms" in m and (algs := self.strings(m["algorithms"], what="algorithm", check=asymmetric)):
+            kw["algorithms"] = algs
+        if "max_age" in m and (age := self.duration(m["max_age"])) is not None:
+            kw["max_age"] = age
+        if "nonce" in m and (nonce := self.boolean(m["nonce"])) is not None:
+            kw["nonce"] = nonce
+        return DpopConfig(**kw) if len(self.issues) == before else None
 
     def upstream(self, at: _At) -> UpstreamConfig:
         m = self.mapping(at, _UPSTREAM_KEYS)
@@ -512,6 +570,8 @@ class _Parser:
             kw["max_lifetime"] = life
         if "typ" in m and (typ := self.strings(m["typ"], what="typ value", fold=_fold_typ)) is not None:
             kw["typ"] = typ
+        if "dpop" in m and (dpop := self.dpop(m["dpop"])) is not None:
+            kw["dpop"] = dpop
         hs = [a for a in algorithms or () if a in HS_MIN_SECRET_BYTES]
         keyed = [a for a in algorithms or () if a not in HS_MIN_SECRET_BYTES]
         if "jwks" in m:

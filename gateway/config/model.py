@@ -61,6 +61,10 @@ class ServerConfig:
     # Extension: processes sharing the ports (SO_REUSEPORT), each with its own event
     # loop and key fetcher; metrics are summed across them. Read at start only.
     workers: int = 1
+    # DPoP htu (RFC 9449): the origin clients sign ("https://api.example.com", no path), and the
+    # peers whose X-Forwarded-Proto/-Host are believed when it is not set.
+    public_origin: tuple[str, str] | None = None  # (scheme, authority), lower-case, default port dropped
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs, validated
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,19 @@ class JwksConfig:
     allow_http: bool = False
 
 
+DpopMode = Literal["off", "optional", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class DpopConfig:
+    """An issuer's DPoP rules (RFC 9449): off, optional (bound tokens need a proof), or required."""
+
+    mode: DpopMode = "off"
+    algorithms: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256")
+    max_age: float = 60.0  # how old a proof's iat may be, plus clock_skew
+    nonce: bool = False  # demand a server nonce (RFC 9449 §8/§9)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuerConfig:
     name: str
@@ -112,6 +129,7 @@ class IssuerConfig:
     typ: tuple[str, ...] = ("JWT", "at+jwt")
     jwks: JwksConfig | None = None  # None only when every algorithm is HS*
     secret: Secret | None = None  # resolved bytes for HS*; never inline in YAML
+    dpop: DpopConfig = field(default_factory=DpopConfig)
 
 
 @dataclass(frozen=True, slots=True)
