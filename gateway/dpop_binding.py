@@ -86,7 +86,7 @@ class DpopBinder:
             )
         # The DPoP scheme is a token scheme only when some issuer uses it.
         self.enabled = any(d.mode != "off" for d in self.issuers.values())
-        self._all_algs = " ".join(dict.fromkeys(a for d in self.issuers.values() if d.mode != "off" for a in d.policy.algorithms))
+        self._all_algs = " ".join(dict.fromkeys(a for d in self.issuers.values() if d.mode != "off" for a in d.algs.split()))
         self._origin = config.server.public_origin
         self._proxies = _proxy_networks(config.server.trusted_proxies)
         self._max_bytes = config.server.max_token_bytes
