@@ -1,4 +1,4 @@
-"""Command line: `run`, `check`, `demo`; wiring and exit codes only."""
+"""Command line: `run`, `check`, `demo`, `dpop-proof`; wiring and exit codes only."""
 
 from __future__ import annotations
 
@@ -56,6 +56,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, admin_port=args.admin_port)
 
 
+def _cmd_dpop_proof(args: argparse.Namespace) -> int:
+    from gateway.dpop_proof import DpopKey
+
+    try:
+        key = DpopKey.load(args.key)
+    except (OSError, ValueError) as exc:
+        print(f"{args.key}: {exc}", file=sys.stderr)
+        return 1
+    print(key.jkt if args.jkt else key.proof(args.method, args.url, args.token, args.nonce))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -76,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     demo.add_argument("--admin-port", type=int, default=9901, help="admin port (default 9901)")
     demo.set_defaults(func=_cmd_demo)
+
+    proof = sub.add_parser("dpop-proof", help="print a fresh DPoP proof (RFC 9449) signed with a P-256 PEM key")
+    proof.add_argument("--key", required=True, help="the client's P-256 private key (PEM)")
+    proof.add_argument("--method", default="GET", help="the request method (htm)")
+    proof.add_argument("--url", default="", help="the request URL as the client addresses it (htu)")
+    proof.add_argument("--token", help="the access token the proof goes with (ath)")
+    proof.add_argument("--nonce", help="a server nonce from a DPoP-Nonce header")
+    proof.add_argument("--jkt", action="store_true", help="print the key's thumbprint (the tokens' cnf.jkt) instead")
+    proof.set_defaults(func=_cmd_dpop_proof)
     return parser
 
 

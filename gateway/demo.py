@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import signal
 import tempfile
@@ -14,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from gateway.config.load import parse_config
+from gateway.dpop_proof import DpopKey, es256_compact, es256_public_jwk
 from gateway.server import GatewayProcess, bound_port, configure_logging
 
 DEMO_AUDIENCE = "demo-api"
@@ -39,6 +36,8 @@ issuers:
     jwks:
       uri: "{issuer}jwks.json"
       allow_http: true          # loopback demo only: real issuers use https
+    dpop:
+      mode: optional            # tokens bound to a key (cnf.jkt) need a DPoP proof
 forward:
   claims_to_headers:
     sub: X-User-Id
@@ -59,29 +58,16 @@ routes:
 """
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 class DemoIssuer:
     """A throwaway ES256 issuer: it signs demo tokens and serves its JWK Set."""
 
     def __init__(self) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
-        numbers = self._key.public_key().public_numbers()
-        self.jwk = {
-            "kty": "EC", "crv": "P-256", "kid": DEMO_KID, "alg": "ES256", "use": "sig",
-            "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big")),
-        }
+        self.jwk = {**es256_public_jwk(self._key), "kid": DEMO_KID, "alg": "ES256", "use": "sig"}
         self.url = ""
 
     def token(self, claims: dict[str, Any]) -> str:
-        header = {"alg": "ES256", "typ": "JWT", "kid": DEMO_KID}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        # JWS wants raw r || s, each 32 octets for P-256 (RFC 7518 §3.4).
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return es256_compact(self._key, {"alg": "ES256", "typ": "JWT", "kid": DEMO_KID}, claims)
 
     def claims(self, sub: str, scope: str, lifetime: int = 3600) -> dict[str, Any]:
         now = int(time.time())
@@ -112,11 +98,14 @@ class Demo:
     issuer: DemoIssuer
     process: GatewayProcess
     runners: list[web.AppRunner]
+    dpop_key_path: Path
 
     async def close(self) -> None:
         await self.process.stop()
         for runner in self.runners:
             await runner.cleanup()
+        self.dpop_key_path.unlink(missing_ok=True)
+        self.dpop_key_path.parent.rmdir()
 
 
 async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -146,7 +135,9 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0) ->
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return Demo(issuer, process, [issuer_runner, echo_runner])
+    key_path = Path(tempfile.mkdtemp(prefix="gateway-demo-")) / "dpop-client-key.pem"
+    DpopKey().save(key_path)  # the demo client's proof-of-possession key
+    return Demo(issuer, process, [issuer_runner, echo_runner], key_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -154,6 +145,8 @@ def _instructions(demo: Demo) -> str:
     admin = f"http://127.0.0.1:{demo.process.admin_port}"
     reader = demo.issuer.token(demo.issuer.claims("alice", "read"))
     admin_token = demo.issuer.token(demo.issuer.claims("bob", "read admin"))
+    bound = demo.issuer.token({**demo.issuer.claims("carol", "read"), "cnf": {"jkt": DpopKey.load(demo.dpop_key_path).jkt}})
+    proof = f"python -m gateway dpop-proof --key {demo.dpop_key_path} --method GET --url {base}/api/orders --token $TOKEN"
     return f"""
 JWT sidecar gateway demo: gateway {base}, admin {admin}, demo issuer {demo.issuer.url}
 
@@ -171,6 +164,13 @@ curl -s -H 'Authorization: Bearer {admin_token}' {base}/admin/users
 
 # 200: a public route needs no token
 curl -s {base}/public/hello
+
+# DPoP (RFC 9449): a token bound to the demo client's key (cnf.jkt); each request signs a fresh proof
+TOKEN={bound}
+# DPoP 200: the bound token with its proof
+curl -s -H "Authorization: DPoP $TOKEN" -H "DPoP: $({proof})" {base}/api/orders
+# DPoP 401: the same token as a plain bearer token (no downgrade)
+curl -si -H "Authorization: Bearer $TOKEN" {base}/api/orders
 
 # metrics and readiness
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
