@@ -27,7 +27,15 @@ from typing import Any, Final, Protocol
 
 from gateway.config.model import GatewayConfig
 from gateway.dpop_state import DpopShared, Nonce, Nonces, Replay
-from gateway.jose.dpop import DpopError, DpopPolicy, ExternalUri, check_proof, confirmation_jkt, origin_of
+from gateway.jose.dpop import (
+    DpopError,
+    DpopPolicy,
+    ExternalUri,
+    ProofKeys,
+    check_proof,
+    confirmation_jkt,
+    origin_of,
+)
 from gateway.sanitize import normalize_path
 
 DPOP_HEADER: Final = "DPoP"
@@ -92,6 +100,7 @@ class DpopBinder:
         self._max_bytes = config.server.max_token_bytes
         self._replay = shared.replay
         self._nonces = Nonces(shared.nonce_key, clock)
+        self._keys = ProofKeys()
         self._clock = clock
 
     def algs(self, issuer_name: str | None) -> str:
@@ -143,7 +152,7 @@ class DpopBinder:
         try:
             proof = check_proof(
                 proofs[0], issuer.policy, method=method, uri=uri, access_token=token, now=now,
-                normalize_path=normalize_path, max_bytes=self._max_bytes,
+                normalize_path=normalize_path, max_bytes=self._max_bytes, keys=self._keys,
             )
         except DpopError as exc:
             raise DpopRefusal(Refusal.PROOF, "dpop_invalid", exc.reason.value, exc.description) from exc

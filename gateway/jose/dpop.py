@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from gateway.jose.algorithms import SUPPORTED, spec_for, verify_signature
 from gateway.jose.errors import Reason, TokenError
-from gateway.jose.jwk import JwkError, parse_jwk
+from gateway.jose.jwk import Jwk, JwkError, parse_jwk
 from gateway.jose.jws import parse_token
 from gateway.jose.verifier import check_typ
 
@@ -37,6 +37,7 @@ __all__ = [
     "DpopProof",
     "DpopReason",
     "ExternalUri",
+    "ProofKeys",
     "access_token_hash",
     "check_proof",
     "confirmation_jkt",
@@ -121,6 +122,32 @@ class DpopProof:
     jti: str
     iat: float
     nonce: str | None  # None when absent; a non-string nonce is malformed
+
+
+class ProofKeys:
+    """Proof keys already decoded, by their exact JWK members: a client signs every request with
+    the same key, so its point decoding and thumbprint are done once. Bounded; oldest out first."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self._entries: dict[tuple[tuple[str, str], ...], tuple[Jwk, str]] = {}
+        self._max = max_entries
+
+    def get(self, jwk: dict[str, Any]) -> tuple[Jwk, str]:
+        """The key and its RFC 7638 thumbprint; JwkError when the JWK is refused."""
+        try:
+            # Every member as given (alg/use restrict what the key may verify), when all are strings.
+            cache_key: tuple[tuple[str, str], ...] | None = tuple(sorted(jwk.items()))
+            hash(cache_key)
+        except TypeError:
+            cache_key = None  # a list (key_ops) or object member: decode without caching
+        if cache_key is not None and (hit := self._entries.get(cache_key)) is not None:
+            return hit
+        entry = (parse_jwk(jwk), jwk_thumbprint(jwk))
+        if cache_key is not None:
+            if len(self._entries) >= self._max:
+                del self._entries[next(iter(self._entries))]
+            self._entries[cache_key] = entry
+        return entry
 
 
 def _b64url(data: bytes) -> str:
@@ -222,6 +249,7 @@ def check_proof(
     now: float,
     normalize_path: Callable[[str], str],
     max_bytes: int = 8192,
+    keys: ProofKeys | None = None,
 ) -> DpopProof:
     """Run the stateless checks of RFC 9449 §4.3 on one `DPoP` header value; raise DpopError on the first fault."""
     # Step 2: one well-formed JWT (strict compact JWS, JSON objects, no duplicate members, crit refused).
@@ -253,8 +281,8 @@ def check_proof(
     if not _PRIVATE_MEMBERS.isdisjoint(jwk):
         raise DpopError(DpopReason.PRIVATE_KEY, "The DPoP proof's jwk carries private key members.")
     try:
-        key = parse_jwk(jwk)  # the key-size and curve rules every issuer key obeys
-        jkt = jwk_thumbprint(jwk)
+        # The key-size and curve rules every issuer key obeys.
+        key, jkt = keys.get(jwk) if keys is not None else (parse_jwk(jwk), jwk_thumbprint(jwk))
     except JwkError as exc:
         raise DpopError(DpopReason.BAD_KEY, "The DPoP proof's jwk is not an acceptable public key.") from exc
     if not key.fits(jws.alg):

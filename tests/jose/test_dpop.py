@@ -21,6 +21,7 @@ from gateway.jose.dpop import (
     DpopPolicy,
     DpopReason,
     ExternalUri,
+    ProofKeys,
     access_token_hash,
     check_proof,
     confirmation_jkt,
@@ -53,9 +54,9 @@ def _proof(keys: Keys, alg: str = "ES256", header: dict[str, Any] | None = None,
 
 
 def _check(proof: str, *, method: str = "GET", uri: ExternalUri = URI, token: str | None = TOKEN,
-           now: float = NOW, policy: DpopPolicy = POLICY, max_bytes: int = 8192) -> Any:
+           now: float = NOW, policy: DpopPolicy = POLICY, max_bytes: int = 8192, keys: ProofKeys | None = None) -> Any:
     return check_proof(proof, policy, method=method, uri=uri, access_token=token, now=now,
-                       normalize_path=normalize_path, max_bytes=max_bytes)
+                       normalize_path=normalize_path, max_bytes=max_bytes, keys=keys)
 
 
 def _refused(proof: str, reason: DpopReason, **kw: Any) -> None:
@@ -362,3 +363,16 @@ def test_thumbprint_is_sha256_of_the_canonical_members(keys: Keys) -> None:
     jwk = public_jwk(keys.ed25519, kid="k1")
     canonical = json.dumps({"crv": jwk["crv"], "kty": "OKP", "x": jwk["x"]}, separators=(",", ":"))
     assert jwk_thumbprint(jwk) == b64u(hashlib.sha256(canonical.encode()).digest())
+
+
+def test_cached_proof_keys_give_the_same_verdicts(keys: Keys) -> None:
+    cache = ProofKeys(max_entries=2)
+    for _ in range(2):  # the second round comes from the cache
+        assert _check(_proof(keys), keys=cache).jkt == jwk_thumbprint(public_jwk(keys.p256))
+        with pytest.raises(DpopError) as err:
+            _check(_proof(keys, header={"jwk": public_jwk(keys.p256, alg="ES384")}), keys=cache)
+        assert err.value.reason is DpopReason.BAD_KEY
+    # A key_ops list is not hashable: decoded every time, same rules.
+    assert _check(_proof(keys, header={"jwk": public_jwk(keys.p256, key_ops=["verify"])}), keys=cache)
+    _check(_proof(keys, "EdDSA"), keys=cache)  # a third key pushes the oldest out
+    assert _check(_proof(keys), keys=cache).jkt == jwk_thumbprint(public_jwk(keys.p256))
