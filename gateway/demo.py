@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config.load import parse_config
 from gateway.dpop_proof import DpopKey, es256_compact, es256_public_jwk
-from gateway.server import GatewayProcess, bound_port, configure_logging
+from gateway.process_log import configure_logging
+from gateway.server import GatewayProcess, bound_port
 
 DEMO_AUDIENCE = "demo-api"
 DEMO_KID = "demo-key-1"

@@ -36,6 +36,7 @@ from gateway.jose.dpop import (
     confirmation_jkt,
     origin_of,
 )
+from gateway.jose.errors import TokenError
 from gateway.sanitize import normalize_path
 
 DPOP_HEADER: Final = "DPoP"
@@ -124,7 +125,10 @@ class DpopBinder:
         """Raise DpopRefusal unless the token may be used this way; return a fresh nonce to send
         with the answer when the proof used the previous one (RFC 9449 §8.2), else None."""
         issuer = self.issuers[issuer_name]
-        jkt = confirmation_jkt(claims) if "cnf" in claims else None
+        try:
+            jkt = confirmation_jkt(claims) if "cnf" in claims else None
+        except TokenError as exc:  # the token's own fault, whatever the scheme
+            raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", exc.reason.value, "the token is malformed") from exc
         if not dpop_scheme:
             if jkt is not None:
                 raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", "dpop_bound_token_as_bearer",

@@ -5,7 +5,8 @@ The request path only reads a Runtime; a reload builds a new one and swaps one r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
@@ -36,6 +37,7 @@ class Runtime:
     max_token_bytes: int
     cors_bypass: bool
     dpop: DpopBinder
+    loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
 
 
 def build_runtime(
