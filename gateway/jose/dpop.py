@@ -56,7 +56,7 @@ _DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
 # An absolute http(s) URI without userinfo: scheme, authority, path; query and fragment ignored (§4.2 htu).
 _HTTP_URI: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#@\s]+)([^?#\s]*)(?:\?[^#\s]*)?(?:#\S*)?")
 # host, or [IPv6], then an optional :port (RFC 3986 §3.2.2, §3.2.3).
-_AUTHORITY: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::([0-9]*))?")
+_AUTHORITY: Final = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]/?#@\s]+)(?::([0-9]*))?")
 
 
 class DpopReason(StrEnum):
