@@ -48,6 +48,15 @@ class RouteChildren:
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
+def _bound(children: dict[tuple[str, str], Any], metric: Any, first: str, second: str) -> Any:
+    """A label child looked up once, then reused: `labels()` costs a lock and a tuple per call."""
+    key = (first, second)
+    child = children.get(key)
+    if child is None:
+        child = children[key] = metric.labels(first, second)
+    return child
+
+
 class _LoopValue(values.MutexValue):
     """A metric value without a lock: a gateway process updates and scrapes its metrics
     from its one event-loop thread, so the lock prometheus_client takes per update buys nothing."""
@@ -154,19 +163,11 @@ class Metrics:
 
     def verify_histogram(self, issuer: str, result: str) -> Any:
         """The verification histogram's child for (issuer, result); both come from closed sets."""
-        key = (issuer, result)
-        child = self._verify_children.get(key)
-        if child is None:
-            child = self._verify_children[key] = self.jwt_verify_seconds.labels(issuer, result)
-        return child
+        return _bound(self._verify_children, self.jwt_verify_seconds, issuer, result)
 
     def dpop_check(self, issuer: str, result: str) -> Any:
         """The DPoP counter's child for (issuer, result); both come from closed sets."""
-        key = (issuer, result)
-        child = self._dpop_children.get(key)
-        if child is None:
-            child = self._dpop_children[key] = self.dpop_checks.labels(issuer, result)
-        return child
+        return _bound(self._dpop_children, self.dpop_checks, issuer, result)
 
     def exposition(self) -> bytes:
         return generate_latest(self._scrape_registry)

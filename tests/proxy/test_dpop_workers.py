@@ -12,13 +12,8 @@ import os
 from pathlib import Path
 
 from tests.proxy.dpop_client import DpopClient
-from tests.proxy.harness import GatewaySubprocess, Issuer, Upstream, free_port, wait_for
+from tests.proxy.harness import Issuer, Upstream, children, start_workers
 from tests.proxy.test_dpop import dpop_config
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def _server_socket_inode(server_port: int, client_port: int) -> str | None:
@@ -62,20 +57,10 @@ async def _exchange(port: int, headers: dict[str, str], workers: list[int]) -> t
 async def test_a_proof_used_on_one_worker_is_a_replay_on_the_other(
     tmp_path: Path, issuer: Issuer, upstream: Upstream
 ) -> None:
-    port, admin_port = free_port(), free_port()
-    text = dpop_config().format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="5s")
-    text = text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
-    text = text.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
-    text = text.replace("  shutdown_grace: 2s\n", "  shutdown_grace: 2s\n  workers: 2\n")
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    proc = GatewaySubprocess(path, admin_port, tmp_path)
+    proc, port, _ = await start_workers(tmp_path, dpop_config(), issuer, upstream)
     try:
-        await proc.start()
         assert proc.proc is not None
-        parent = proc.proc.pid
-        await wait_for(lambda: len(_children(parent)) == 2, timeout=10)
-        workers = _children(parent)
+        workers = children(proc.proc.pid)
         client = DpopClient()
         token = issuer.token(cnf={"jkt": client.jkt})
         crossed = 0
