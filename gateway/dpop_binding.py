@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
+from gateway.asked import Headers, header_values
 from gateway.config.model import GatewayConfig
 from gateway.dpop_state import DpopShared, Nonce, Nonces, Replay
 from gateway.jose.dpop import (
@@ -59,13 +60,6 @@ class DpopRefusal(Exception):
         self.reason = reason
         self.description = description
         self.nonce = nonce
-
-
-class Headers(Protocol):
-    """The request headers (aiohttp's multidict) as this step reads them."""
-
-    def get(self, key: str, /) -> str | None: ...
-    def getall(self, key: str, default: list[str], /) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +113,7 @@ class DpopBinder:
         method: str,
         path: str,
         headers: Headers,
+        host: str | None,
         scheme: str,
         peer: str | None,
     ) -> str | None:
@@ -144,13 +139,13 @@ class DpopBinder:
             raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", "dpop_unbound_token",
                               "the token is not bound to a key, so it cannot be sent with the DPoP scheme")
         # RFC 9449 §4.3 step 1: one DPoP header, no more, no less.
-        proofs = headers.getall(DPOP_HEADER, [])
+        proofs = header_values(headers, DPOP_HEADER)
         if not proofs:
             raise DpopRefusal(Refusal.PROOF, "dpop_missing", "dpop_missing", "a DPoP proof header is required")
         if len(proofs) > 1:
             raise DpopRefusal(Refusal.PROOF, "dpop_invalid", "dpop_multiple", "more than one DPoP proof header")
         now = self._clock()
-        uri = self.external_uri(headers, scheme, peer, path)
+        uri = self.external_uri(headers, host, scheme, peer, path)
         if uri is None:
             raise DpopRefusal(Refusal.PROOF, "dpop_invalid", "dpop_no_host", "the request's host cannot be determined")
         try:
@@ -185,20 +180,22 @@ class DpopBinder:
                               "too many DPoP proofs in flight to remember; retry shortly")
         return fresh_nonce
 
-    def external_uri(self, headers: Headers, scheme: str, peer: str | None, path: str) -> ExternalUri | None:
+    def external_uri(
+        self, headers: Headers, host: str | None, scheme: str, peer: str | None, path: str
+    ) -> ExternalUri | None:
         """The URI the client addressed: public_origin; else a trusted proxy's forwarding headers; else ours."""
         if self._origin is not None:
             return ExternalUri(self._origin[0], self._origin[1], path)
         origin = None
         if self._proxies and peer is not None and self._trusted(peer):
-            proto = _nearest(headers.get("X-Forwarded-Proto"))
-            host = _nearest(headers.get("X-Forwarded-Host"))
-            if proto is not None and host is not None and proto.lower() in ("http", "https"):
-                origin = origin_of(proto, host)
+            proto = _nearest(header_values(headers, "X-Forwarded-Proto"))
+            forwarded_host = _nearest(header_values(headers, "X-Forwarded-Host"))
+            if proto is not None and forwarded_host is not None and proto.lower() in ("http", "https"):
+                origin = origin_of(proto, forwarded_host)
                 if origin is None:
                     return None
         if origin is None:
-            host = headers.get("Host")
+            # The request's own host: the Host header, or on the authz port the conveyed one.
             if not host:
                 return None
             origin = origin_of(scheme, host)
@@ -214,10 +211,10 @@ class DpopBinder:
         return any(address in net for net in self._proxies)
 
 
-def _nearest(value: str | None) -> str | None:
+def _nearest(values: list[str]) -> str | None:
     """The last element of a forwarding header: the one our trusted peer wrote (earlier ones may be
     whatever the client sent, when a proxy appends rather than replaces)."""
-    if value is None:
+    if not values:
         return None
-    last = value.rsplit(",", 1)[-1].strip()
+    last = values[-1].rsplit(",", 1)[-1].strip()
     return last or None

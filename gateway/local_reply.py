@@ -14,7 +14,7 @@ from gateway.jose.errors import Reason
 class Decision(StrEnum):
     """What the gateway decided for a request: the access-log `decision` and the reply table key."""
 
-    ALLOW = "allow"  # forwarded upstream
+    ALLOW = "allow"  # forwarded upstream (authz listener: answered 200)
     NO_TOKEN = "no_token"  # required route without a token
     INVALID_REQUEST = "invalid_request"  # tokens in more than one place (RFC 6750 §2)
     INVALID_TOKEN = "invalid_token"
@@ -27,6 +27,7 @@ class Decision(StrEnum):
     BAD_PATH = "bad_path"
     HEADERS_TOO_LARGE = "headers_too_large"
     BAD_REQUEST = "bad_request"  # unparseable HTTP
+    AMBIGUOUS_CHECK = "ambiguous_check"  # authz listener: the original request not conveyed unambiguously
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     INTERNAL_ERROR = "internal_error"  # a bug of ours; never a stack trace to the client
@@ -56,6 +57,7 @@ REPLIES: dict[Decision, _Row] = {
     Decision.BAD_PATH: _Row(400, "invalid_path", "the request path cannot be normalized safely"),
     Decision.HEADERS_TOO_LARGE: _Row(431, "headers_too_large", "a request header line is too long"),
     Decision.BAD_REQUEST: _Row(400, "bad_request", "the request is not valid HTTP"),
+    Decision.AMBIGUOUS_CHECK: _Row(400, "invalid_request", "the check does not convey one original request unambiguously"),
     Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
     Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),
     Decision.INTERNAL_ERROR: _Row(500, "internal_error", "the gateway failed to handle this request"),
@@ -83,6 +85,7 @@ RETRY_AFTER_SECONDS = "5"
 # Every response the gateway writes names it without a version (aiohttp would add its own
 # and Python's); a proxied response keeps the upstream's Server header.
 SERVER_HEADER = ("Server", "gateway")
+_BASE_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"), SERVER_HEADER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +102,7 @@ def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
     description = row.description
     if reason is not None and decision is Decision.INVALID_TOKEN:
         description = REASON_DESCRIPTIONS.get(reason, description)
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), SERVER_HEADER]
+    headers = list(_BASE_HEADERS)
     if row.challenge is not None:
         if decision is Decision.NO_TOKEN:
             headers.append(("WWW-Authenticate", row.challenge))
@@ -118,33 +121,45 @@ _PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {
 _PREPARED.update({(Decision.INVALID_TOKEN, reason): _prepare(Decision.INVALID_TOKEN, reason) for reason in Reason})
 
 
-def dpop_reply(
-    decision: Decision, request_id: str, description: str, *, scheme: str, algs: str, nonce: str | None = None
-) -> web.Response:
-    """A refusal of the DPoP binding step (RFC 9449 §7.1): the challenge names the scheme the client
-    used, a DPoP challenge lists the accepted proof algorithms, and a nonce demand carries one
-    fresh DPoP-Nonce (§8). `description` is a fixed sentence without quotes."""
+@dataclass(frozen=True, slots=True)
+class DpopChallenge:
+    """A refusal under the DPoP scheme or by the binding step (RFC 9449 §7.1): a fixed sentence
+    without quotes, the accepted proof algorithms, the scheme the client used, a nonce to demand."""
+
+    description: str
+    algs: str
+    dpop_scheme: bool = True
+    nonce: str | None = None
+
+
+def _dpop_reply(decision: Decision, request_id: str, dpop: DpopChallenge) -> web.Response:
+    # The challenge names the scheme the client used; a DPoP one lists the proof algorithms, and
+    # a nonce demand carries exactly one fresh DPoP-Nonce (RFC 9449 §8).
     row = REPLIES[decision]
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("X-Request-Id", request_id)]
+    headers = [*_BASE_HEADERS, ("X-Request-Id", request_id)]
     if row.status == 503:
         headers.append(("Retry-After", RETRY_AFTER_SECONDS))
-    elif scheme == "DPoP":
-        params = f'error="{row.error}", error_description="{description}", algs="{algs}"'
-        headers.append(("WWW-Authenticate", f"DPoP {params}"))
+    elif dpop.dpop_scheme:
+        headers.append(("WWW-Authenticate", f'DPoP error="{row.error}", error_description="{dpop.description}", algs="{dpop.algs}"'))
     else:
-        headers.append(("WWW-Authenticate", f'{_REALM}, error="{row.error}", error_description="{description}"'))
-    if nonce is not None:
-        headers.append(("DPoP-Nonce", nonce))
-    body = json.dumps({"error": row.error, "error_description": description, "request_id": request_id})
+        headers.append(("WWW-Authenticate", f'{_REALM}, error="{row.error}", error_description="{dpop.description}"'))
+    if dpop.nonce is not None:
+        headers.append(("DPoP-Nonce", dpop.nonce))
+    body = json.dumps({"error": row.error, "error_description": dpop.description, "request_id": request_id})
     return web.Response(status=row.status, body=body.encode(), headers=headers)
 
 
-def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:
-    """The local reply for `decision`; `reason` refines an invalid_token description.
+def reply(
+    decision: Decision, request_id: str, reason: Reason | None = None, dpop: DpopChallenge | None = None
+) -> web.Response:
+    """The local reply for `decision`; `reason` refines an invalid_token description, `dpop` makes
+    it a DPoP challenge.
 
     request_id is one the gateway made or a client's that matched [A-Za-z0-9._:-]{1,128}
     (or "-"), so it needs no JSON escaping.
     """
+    if dpop is not None:
+        return _dpop_reply(decision, request_id, dpop)
     prepared = _PREPARED.get((decision, reason)) or _PREPARED[(decision, None)]
     response = web.Response(
         status=prepared.status, body=prepared.body_head + request_id.encode() + b'"}', headers=prepared.headers

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.authn import IssuerRuntime, IssuerTable
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
+from gateway.decision import DecisionEdge
 from gateway.dpop_binding import DpopBinder
 from gateway.dpop_state import DpopShared
 from gateway.extract import TokenExtractor
@@ -37,6 +38,7 @@ class Runtime:
     max_token_bytes: int
     cors_bypass: bool
     dpop: DpopBinder
+    decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
 
 
@@ -82,4 +84,7 @@ def build_runtime(
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
         dpop=dpop,
+        decision=DecisionEdge(
+            config.server.authz_dialect, config.server.authz_path_prefix, claim_plan.strip_names
+        ),
     )

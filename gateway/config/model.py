@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 AuthMode = Literal["public", "optional", "required"]
+AuthzDialect = Literal["auto", "traefik", "nginx", "envoy"]
 TokenLocation = Literal["header", "cookie", "query"]
 JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
@@ -72,6 +73,10 @@ class ServerConfig:
     # peers whose X-Forwarded-Proto/-Host are believed when it is not set.
     public_origin: tuple[str, str] | None = None  # (scheme, authority), lower-case, default port dropped
     trusted_proxies: tuple[str, ...] = ()  # CIDRs, validated
+    # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
+    authz_listen: Listen | None = None
+    authz_dialect: AuthzDialect = "auto"
+    authz_path_prefix: str = ""  # envoy dialect: stripped from the check path ("" strips nothing)
 
 
 @dataclass(frozen=True, slots=True)

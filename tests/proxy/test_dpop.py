@@ -345,3 +345,30 @@ async def test_forwarding_headers_only_from_trusted_proxies(
     # Whatever the peer, a proof for our own listener origin holds when no forwarding header is sent.
     async with http.get(url(gateway, "/api/x"), headers=dpop_headers(gateway, client, token, "/api/x")) as resp:
         assert resp.status == 200
+
+
+# --- the authz port (decision mode): htu from the conveyed request -------------------------------
+
+
+@pytest.mark.parametrize("trusted, signed_origin", [("", "http://app.example"), ("127.0.0.0/8", "https://app.example")])
+async def test_decision_mode_checks_the_proof_against_the_conveyed_uri(
+    make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer, client: DpopClient,
+    trusted: str, signed_origin: str,
+) -> None:
+    extra = '  authz_listen: "127.0.0.1:0"\n' + (f'  trusted_proxies: ["{trusted}"]\n' if trusted else "")
+    gateway = await make_gateway(dpop_config(server_extra=extra))
+    token = bound_token(issuer, client)
+    check = f"http://127.0.0.1:{gateway.authz_port}/check"
+    # Traefik conveys the request: method, URI, host and scheme in X-Forwarded-* headers.
+    conveyed = {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/x?y=1", "X-Forwarded-Host": "app.example",
+                "X-Forwarded-Proto": "https", "Authorization": f"DPoP {token}"}
+    good = client.proof("GET", f"{signed_origin}/api/x", token)
+    async with http.get(check, headers={**conveyed, "DPoP": good}) as resp:
+        assert resp.status == 200 and await resp.read() == b""
+        assert resp.headers["X-User-Id"] == "alice"
+    other = "https://app.example" if signed_origin.startswith("http:") else "http://app.example"
+    async with http.get(check, headers={**conveyed, "DPoP": client.proof("GET", f"{other}/api/x", token)}) as resp:
+        status, error, challenge = await _refusal(resp)
+    assert (status, error) == (401, "invalid_dpop_proof") and "htu does not match" in challenge
+    async with http.get(check, headers={**conveyed, "DPoP": good}) as resp:
+        assert (await _refusal(resp))[:2] == (401, "invalid_dpop_proof")  # replayed
