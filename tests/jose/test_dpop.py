@@ -376,3 +376,12 @@ def test_cached_proof_keys_give_the_same_verdicts(keys: Keys) -> None:
     assert _check(_proof(keys, header={"jwk": public_jwk(keys.p256, key_ops=["verify"])}), keys=cache)
     _check(_proof(keys, "EdDSA"), keys=cache)  # a third key pushes the oldest out
     assert _check(_proof(keys), keys=cache).jkt == jwk_thumbprint(public_jwk(keys.p256))
+
+
+def test_rfc9449_vector_files_match_their_checksums() -> None:
+    sums = dict(
+        (path, digest) for digest, _, path in
+        (line.partition("  ") for line in (vectors_dir() / "SHA256SUMS").read_text().splitlines())
+    )
+    for path in sorted(RFC9449.glob("*.json")):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == sums[f"rfc9449/{path.name}"], path.name
