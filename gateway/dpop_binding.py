@@ -13,7 +13,8 @@ Runs on every request with a token, cached or not, after authentication:
 Every refusal is a DpopRefusal carrying what local_reply needs for the answer and
 the metric/log labels. The external URI for `htu` is `server.public_origin` when
 set, else X-Forwarded-Proto/-Host from a peer in `server.trusted_proxies`, else
-the listener's scheme and the Host header.
+the listener's scheme and the request's host (its Host header; on the authz port
+the conveyed one).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from enum import Enum
 from typing import Any, Final
 
 from gateway.asked import Headers, header_values
-from gateway.config.model import GatewayConfig
+from gateway.config.model import DpopMode, GatewayConfig
 from gateway.dpop_state import DpopShared, Nonce, Nonces, Replay
 from gateway.jose.dpop import (
     DpopError,
@@ -66,7 +67,7 @@ class DpopRefusal(Exception):
 class IssuerDpop:
     """One issuer's compiled DPoP rules."""
 
-    mode: str  # off | optional | required
+    mode: DpopMode
     policy: DpopPolicy
     nonce: bool
     algs: str  # for the challenge's algs parameter (RFC 9449 §7.1)
@@ -121,7 +122,7 @@ class DpopBinder:
         with the answer when the proof used the previous one (RFC 9449 §8.2), else None."""
         issuer = self.issuers[issuer_name]
         try:
-            jkt = confirmation_jkt(claims) if "cnf" in claims else None
+            jkt = confirmation_jkt(claims)
         except TokenError as exc:  # the token's own fault, whatever the scheme
             raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", exc.reason.value, "the token is malformed") from exc
         if not dpop_scheme:

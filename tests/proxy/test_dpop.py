@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.dpop_state import Nonces
+from gateway.config.load import load_config
+from gateway.dpop_state import SLOTS_PER_BUCKET, DpopShared, Nonces
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory, admin_url, url
 from tests.proxy.dpop_client import DpopClient
-from tests.proxy.harness import Issuer, Upstream, raw_request
+from tests.proxy.harness import Issuer, Upstream, raw_request, wait_for
 from tests.proxy.test_http_table import seen_headers
 
 
@@ -372,3 +374,24 @@ async def test_decision_mode_checks_the_proof_against_the_conveyed_uri(
     assert (status, error) == (401, "invalid_dpop_proof") and "htu does not match" in challenge
     async with http.get(check, headers={**conveyed, "DPoP": good}) as resp:
         assert (await _refusal(resp))[:2] == (401, "invalid_dpop_proof")  # replayed
+
+
+async def test_a_full_replay_memory_fails_closed_with_503(
+    tmp_path: Path, http: aiohttp.ClientSession, issuer: Issuer, upstream: Upstream, client: DpopClient
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(dpop_config().format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="1s"))
+    gateway = GatewayProcess(load_config(path), str(path), DpopShared.create(slots=SLOTS_PER_BUCKET))  # one bucket
+    await gateway.start()
+    try:
+        await wait_for(lambda: not gateway.keystore.missing())
+        token = bound_token(issuer, client)
+        for _ in range(SLOTS_PER_BUCKET):
+            async with http.get(url(gateway, "/api/x"), headers=dpop_headers(gateway, client, token, "/api/x")) as resp:
+                assert resp.status == 200
+        async with http.get(url(gateway, "/api/x"), headers=dpop_headers(gateway, client, token, "/api/x")) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"]
+            assert (await _refusal(resp))[1] == "temporarily_unavailable"
+        assert (await dpop_results(http, gateway)) == {"ok": SLOTS_PER_BUCKET, "dpop_replay_full": 1}
+    finally:
+        await gateway.stop()
