@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import shutil
 import signal
 import tempfile
 import time
@@ -14,13 +14,14 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.config.load import parse_config
+from gateway.config.load import load_config
 from gateway.dpop_proof import DpopKey, es256_compact, es256_public_jwk
 from gateway.process_log import configure_logging
 from gateway.server import GatewayProcess, bound_port
 
 DEMO_AUDIENCE = "demo-api"
 DEMO_KID = "demo-key-1"
+DPOP_KEY_FILE = "dpop-client-key.pem"
 
 DEMO_CONFIG = """\
 server:
@@ -99,14 +100,13 @@ class Demo:
     issuer: DemoIssuer
     process: GatewayProcess
     runners: list[web.AppRunner]
-    dpop_key_path: Path
+    config_path: Path
 
     async def close(self) -> None:
         await self.process.stop()
         for runner in self.runners:
             await runner.cleanup()
-        self.dpop_key_path.unlink(missing_ok=True)
-        self.dpop_key_path.parent.rmdir()
+        shutil.rmtree(self.config_path.parent, ignore_errors=True)
 
 
 async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -137,15 +137,17 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
         port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
         authz=_authz_keys(authz_port),
     )
-    config = parse_config(text, source="<demo>", base_dir=Path(tempfile.gettempdir()), environ=os.environ)
-    process = GatewayProcess(config)
+    # A real file, so that `gateway explain -c` and the admin /config can name it.
+    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    config_path = config_dir / "gateway.yaml"
+    config_path.write_text(text)
+    DpopKey().save(config_dir / DPOP_KEY_FILE)  # the demo client's proof-of-possession key
+    process = GatewayProcess(load_config(config_path), str(config_path))
     await process.start()
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    key_path = Path(tempfile.mkdtemp(prefix="gateway-demo-")) / "dpop-client-key.pem"
-    DpopKey().save(key_path)  # the demo client's proof-of-possession key
-    return Demo(issuer, process, [issuer_runner, echo_runner], key_path)
+    return Demo(issuer, process, [issuer_runner, echo_runner], config_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -153,8 +155,9 @@ def _instructions(demo: Demo) -> str:
     admin = f"http://127.0.0.1:{demo.process.admin_port}"
     reader = demo.issuer.token(demo.issuer.claims("alice", "read"))
     admin_token = demo.issuer.token(demo.issuer.claims("bob", "read admin"))
-    bound = demo.issuer.token({**demo.issuer.claims("carol", "read"), "cnf": {"jkt": DpopKey.load(demo.dpop_key_path).jkt}})
-    proof = f"python -m gateway dpop-proof --key {demo.dpop_key_path} --method GET --url {base}/api/orders --token $TOKEN"
+    key_path = demo.config_path.parent / DPOP_KEY_FILE
+    bound = demo.issuer.token({**demo.issuer.claims("carol", "read"), "cnf": {"jkt": DpopKey.load(key_path).jkt}})
+    proof = f"python -m gateway dpop-proof --key {key_path} --method GET --url {base}/api/orders --token $TOKEN"
     return f"""
 JWT sidecar gateway demo: gateway {base}, admin {admin}, demo issuer {demo.issuer.url}
 
@@ -180,9 +183,15 @@ curl -s -H "Authorization: DPoP $TOKEN" -H "DPoP: $({proof})" {base}/api/orders
 # DPoP 401: the same token as a plain bearer token (no downgrade)
 curl -si -H "Authorization: Bearer $TOKEN" {base}/api/orders
 
-# metrics and readiness
+# metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
+curl -s {admin}/config
+curl -s {admin}/keys
+
+# why a token passes or fails, check by check (exit 0 allowed, 1 refused); "-" reads the token from stdin
+gateway explain -c {demo.config_path} --path /api/orders {reader}
+gateway explain -c {demo.config_path} --path /admin/users {reader}
 {_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """

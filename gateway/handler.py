@@ -31,7 +31,7 @@ from gateway.dpop_binding import DpopRefusal, Refusal
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, DpopChallenge, reply
+from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, DpopChallenge, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
@@ -186,11 +186,12 @@ class Gateway:
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
-            if exc.reason is Reason.JWKS_UNAVAILABLE:
-                return self._refused(ex, Decision.KEYS_UNAVAILABLE)
+            decision = token_refusal(exc.reason)
             # RFC 9449 §7.1: the token's own faults are answered under the scheme it came with.
-            dpop = DpopChallenge(REASON_DESCRIPTIONS[exc.reason], rt.dpop.algs(None)) if dpop_scheme else None
-            return self._refused(ex, Decision.INVALID_TOKEN, exc.reason, dpop)
+            dpop = None
+            if dpop_scheme and decision is Decision.INVALID_TOKEN:
+                dpop = DpopChallenge(REASON_DESCRIPTIONS[exc.reason], rt.dpop.algs(None))
+            return self._refused(ex, decision, exc.reason, dpop)
         ex.issuer = verified.issuer_name
         sub = verified.claims.get("sub")
         ex.sub = sub if isinstance(sub, str) else None

@@ -53,6 +53,17 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
                         body = await resp.json()
                         assert body["headers"]["X-User-Id"] == "alice"
             await _dpop_lines_do_what_they_say(text, http)
+        # The printed explain lines: the read-only token passes on /api and fails /admin's scope rule.
+        explains = re.findall(r"^gateway (explain .*)$", text, flags=re.M)
+        assert len(explains) == 2
+        results = [
+            subprocess.run([sys.executable, "-m", "gateway", *shlex.split(line)], capture_output=True, text=True, timeout=60)
+            for line in explains
+        ]
+        assert [r.returncode for r in results] == [0, 1]
+        assert "allowed: the request is forwarded upstream" in results[0].stdout
+        assert 'FAIL scope contains "admin": value "read"' in results[1].stdout
+        assert "403 insufficient_scope" in results[1].stdout
 
 
 async def test_demo_authz_checks_do_what_they_say(tmp_path: Path) -> None:
