@@ -84,7 +84,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     logging.getLogger("gateway").setLevel(logging.ERROR)  # explain reports key loading itself
     result = asyncio.run(
-        explain(cfg, token, method=args.method, path=args.path, host=args.host, offline=args.offline)
+        explain(cfg, token, method=args.method, path=args.path, host=args.host, offline=args.offline,
+                dpop_proof=args.dpop)
     )
     sys.stdout.write(result.text())
     return EXIT_ALLOWED if result.allowed else EXIT_REFUSED
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--path", default="/", help="request path (default /)")
     explain.add_argument("--host", help="Host header, for routes that match on it")
     explain.add_argument("--offline", action="store_true", help="use only file and inline keys: fetch nothing")
+    explain.add_argument("--dpop", metavar="PROOF", help="send the token with the DPoP scheme and this proof "
+                         "(htu: server.public_origin, else http://HOST from --host)")
     explain.add_argument("token", help='the token, or "-" to read it from stdin (keeps it out of shell history)')
     explain.set_defaults(func=_cmd_explain)
 

@@ -39,6 +39,8 @@ from gateway.jose.dpop import (
     origin_of,
 )
 from gateway.jose.errors import TokenError
+from gateway.jose.trace import BINDING, Trace
+from gateway.local_reply import Decision
 from gateway.sanitize import normalize_path
 
 DPOP_HEADER: Final = "DPoP"
@@ -49,6 +51,15 @@ class Refusal(Enum):
     NONCE = "use_dpop_nonce"  # 401 with a fresh DPoP-Nonce
     TOKEN = "invalid_token"  # 401 under the scheme the client used
     UNAVAILABLE = "unavailable"  # 503: the replay memory has no room
+
+
+# The reply-table row each kind of refusal answers with.
+DPOP_DECISIONS: Final = {
+    Refusal.PROOF: Decision.INVALID_DPOP_PROOF,
+    Refusal.NONCE: Decision.USE_DPOP_NONCE,
+    Refusal.TOKEN: Decision.INVALID_TOKEN,
+    Refusal.UNAVAILABLE: Decision.DPOP_REPLAY_FULL,
+}
 
 
 class DpopRefusal(Exception):
@@ -117,68 +128,82 @@ class DpopBinder:
         host: str | None,
         scheme: str,
         peer: str | None,
+        trace: Trace | None = None,
     ) -> str | None:
         """Raise DpopRefusal unless the token may be used this way; return a fresh nonce to send
-        with the answer when the proof used the previous one (RFC 9449 §8.2), else None."""
+        with the answer when the proof used the previous one (RFC 9449 §8.2), else None.
+        With a `trace` (gateway explain), each check is recorded as it is made."""
+        note = trace.add if trace is not None else _no_trace
         issuer = self.issuers[issuer_name]
         try:
             jkt = confirmation_jkt(claims)
         except TokenError as exc:  # the token's own fault, whatever the scheme
-            raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", exc.reason.value, "the token is malformed") from exc
+            raise _refused(note, "cnf", Refusal.TOKEN, "dpop_binding_mismatch", exc.reason.value,
+                           "the token is malformed") from exc
+        note(BINDING, "cnf.jkt", None, f"bound to key {jkt}" if jkt else "absent: the token is not bound to a key")
         if not dpop_scheme:
             if jkt is not None:
-                raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", "dpop_bound_token_as_bearer",
-                                  "the token is bound to a key: send it with the DPoP scheme and a proof")
+                raise _refused(note, "Bearer scheme", Refusal.TOKEN, "dpop_binding_mismatch", "dpop_bound_token_as_bearer",
+                               "the token is bound to a key: send it with the DPoP scheme and a proof")
             if issuer.mode == "required":
-                raise DpopRefusal(Refusal.TOKEN, "dpop_missing", "dpop_required",
-                                  "this issuer's tokens must be DPoP-bound and sent with the DPoP scheme")
+                raise _refused(note, "Bearer scheme", Refusal.TOKEN, "dpop_missing", "dpop_required",
+                               "this issuer's tokens must be DPoP-bound and sent with the DPoP scheme")
+            note(BINDING, "Bearer scheme", True, f"an unbound token, DPoP mode {issuer.mode}")
             return None
         if issuer.mode == "off":
-            raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", "dpop_off_for_issuer",
-                              "this issuer's tokens are not accepted with the DPoP scheme")
+            raise _refused(note, "DPoP scheme", Refusal.TOKEN, "dpop_binding_mismatch", "dpop_off_for_issuer",
+                           "this issuer's tokens are not accepted with the DPoP scheme")
         if jkt is None:
-            raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", "dpop_unbound_token",
-                              "the token is not bound to a key, so it cannot be sent with the DPoP scheme")
+            raise _refused(note, "DPoP scheme", Refusal.TOKEN, "dpop_binding_mismatch", "dpop_unbound_token",
+                           "the token is not bound to a key, so it cannot be sent with the DPoP scheme")
         # RFC 9449 §4.3 step 1: one DPoP header, no more, no less.
         proofs = header_values(headers, DPOP_HEADER)
         if not proofs:
-            raise DpopRefusal(Refusal.PROOF, "dpop_missing", "dpop_missing", "a DPoP proof header is required")
+            raise _refused(note, "DPoP header", Refusal.PROOF, "dpop_missing", "dpop_missing",
+                           "a DPoP proof header is required")
         if len(proofs) > 1:
-            raise DpopRefusal(Refusal.PROOF, "dpop_invalid", "dpop_multiple", "more than one DPoP proof header")
+            raise _refused(note, "DPoP header", Refusal.PROOF, "dpop_invalid", "dpop_multiple",
+                           "more than one DPoP proof header")
         now = self._clock()
         uri = self.external_uri(headers, host, scheme, peer, path)
         if uri is None:
-            raise DpopRefusal(Refusal.PROOF, "dpop_invalid", "dpop_no_host", "the request's host cannot be determined")
+            raise _refused(note, "htu origin", Refusal.PROOF, "dpop_invalid", "dpop_no_host",
+                           "the request's host cannot be determined")
         try:
             proof = check_proof(
                 proofs[0], issuer.policy, method=method, uri=uri, access_token=token, now=now,
                 normalize_path=normalize_path, max_bytes=self._max_bytes, keys=self._keys,
             )
         except DpopError as exc:
-            raise DpopRefusal(Refusal.PROOF, "dpop_invalid", exc.reason.value, exc.description) from exc
+            raise _refused(note, "proof", Refusal.PROOF, "dpop_invalid", exc.reason.value, exc.description) from exc
+        note(BINDING, "proof", True, f"{method} {uri.scheme}://{uri.authority}{uri.path}, iat {proof.iat:.0f}")
         fresh_nonce = None
         if issuer.nonce:
             # RFC 9449 §9: the resource server's own nonce; §11.3: never accepted without one.
             state = self._nonces.check(proof.nonce, issuer.policy.max_age)
             if state is Nonce.INVALID:
-                raise DpopRefusal(Refusal.NONCE, "dpop_nonce", "dpop_nonce",
-                                  "the DPoP proof must carry the current server nonce",
-                                  nonce=self._nonces.current(issuer.policy.max_age))
+                raise _refused(note, "server nonce", Refusal.NONCE, "dpop_nonce", "dpop_nonce",
+                               "the DPoP proof must carry the current server nonce",
+                               nonce=self._nonces.current(issuer.policy.max_age))
             if state is Nonce.PREVIOUS:
                 fresh_nonce = self._nonces.current(issuer.policy.max_age)
+            note(BINDING, "server nonce", True, state.value)
         # §4.3 step 12, second half: the proof's key is the one the token is bound to (§6.1).
         if proof.jkt != jkt:
-            raise DpopRefusal(Refusal.TOKEN, "dpop_binding_mismatch", "dpop_binding_mismatch",
-                              "the DPoP proof's key is not the key the token is bound to")
+            raise _refused(note, "key binding", Refusal.TOKEN, "dpop_binding_mismatch", "dpop_binding_mismatch",
+                           "the DPoP proof's key is not the key the token is bound to")
+        note(BINDING, "key binding", True, "the proof's key thumbprint is cnf.jkt")
         # §11.1: a proof is accepted once while its iat is in the window (every worker shares this memory).
         policy = issuer.policy
         until = proof.iat + policy.max_age + policy.clock_skew
         verdict = self._replay.check_and_add(proof.jkt, proof.jti, until, now)
         if verdict is Replay.REPLAYED:
-            raise DpopRefusal(Refusal.PROOF, "dpop_replayed", "dpop_replayed", "the DPoP proof was used before")
+            raise _refused(note, "replay", Refusal.PROOF, "dpop_replayed", "dpop_replayed",
+                           "the DPoP proof was used before")
         if verdict is Replay.FULL:
-            raise DpopRefusal(Refusal.UNAVAILABLE, "dpop_replay_full", "dpop_replay_full",
-                              "too many DPoP proofs in flight to remember; retry shortly")
+            raise _refused(note, "replay", Refusal.UNAVAILABLE, "dpop_replay_full", "dpop_replay_full",
+                           "too many DPoP proofs in flight to remember; retry shortly")
+        note(BINDING, "replay", True, "jti not seen before in its window")
         return fresh_nonce
 
     def external_uri(
@@ -210,6 +235,18 @@ class DpopBinder:
         except ValueError:
             return False
         return any(address in net for net in self._proxies)
+
+
+def _no_trace(step: str, name: str, ok: bool | None, detail: str = "") -> None:
+    """The request path records nothing."""
+
+
+def _refused(
+    note: Callable[[str, str, bool | None, str], None], check: str, kind: Refusal, result: str, reason: str,
+    description: str, nonce: str | None = None,
+) -> DpopRefusal:
+    note(BINDING, check, False, description)
+    return DpopRefusal(kind, result, reason, description, nonce)
 
 
 def _nearest(values: list[str]) -> str | None:

@@ -27,7 +27,7 @@ from gateway.access_log import AccessLog, Exchange, Listener
 from gateway.asked import Asked
 from gateway.authn import Authenticator
 from gateway.decision import ConveyError
-from gateway.dpop_binding import DpopRefusal, Refusal
+from gateway.dpop_binding import DPOP_DECISIONS, DpopRefusal
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
@@ -40,12 +40,6 @@ log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
 _Serve = Callable[[web.BaseRequest, Runtime, Exchange], Awaitable[web.StreamResponse]]
-_DPOP_DECISIONS = {
-    Refusal.PROOF: Decision.INVALID_DPOP_PROOF,
-    Refusal.NONCE: Decision.USE_DPOP_NONCE,
-    Refusal.TOKEN: Decision.INVALID_TOKEN,
-    Refusal.UNAVAILABLE: Decision.DPOP_REPLAY_FULL,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +202,7 @@ class Gateway:
             _debug_refusal(ex, check=refusal.description)
             self.metrics.dpop_check(verified.issuer_name, refusal.result).inc()
             challenge = DpopChallenge(refusal.description, rt.dpop.algs(ex.issuer), dpop_scheme, refusal.nonce)
-            return self._refused(ex, _DPOP_DECISIONS[refusal.kind], dpop=challenge)
+            return self._refused(ex, DPOP_DECISIONS[refusal.kind], dpop=challenge)
         if dpop_scheme:
             self.metrics.dpop_check(verified.issuer_name, "ok").inc()
 
