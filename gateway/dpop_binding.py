@@ -40,7 +40,7 @@ from gateway.jose.dpop import (
 )
 from gateway.jose.errors import TokenError
 from gateway.jose.trace import BINDING, Trace
-from gateway.local_reply import Decision
+from gateway.local_reply import Decision, DpopChallenge
 from gateway.sanitize import normalize_path
 
 DPOP_HEADER: Final = "DPoP"
@@ -64,6 +64,8 @@ DPOP_DECISIONS: Final = {
 
 class DpopRefusal(Exception):
     """A request refused by the binding step: `result` is the metric label, `reason` the log reason."""
+
+    __slots__ = ("description", "kind", "nonce", "reason", "result")
 
     def __init__(self, kind: Refusal, result: str, reason: str, description: str, nonce: str | None = None) -> None:
         super().__init__(reason)
@@ -114,6 +116,10 @@ class DpopBinder:
         """The challenge's algs: the issuer's proof algorithms, or every enabled issuer's when unknown."""
         issuer = self.issuers.get(issuer_name) if issuer_name is not None else None
         return issuer.algs if issuer is not None and issuer.mode != "off" else self._all_algs
+
+    def challenge(self, refusal: DpopRefusal, issuer_name: str | None, dpop_scheme: bool) -> DpopChallenge:
+        """How a refusal is answered: under the scheme the client used, with the issuer's proof algorithms."""
+        return DpopChallenge(refusal.description, self.algs(issuer_name), dpop_scheme, refusal.nonce)
 
     def check(
         self,

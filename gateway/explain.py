@@ -144,7 +144,7 @@ async def _explain(
             host=host, scheme="http", peer=None, trace=trace,
         )
     except DpopRefusal as refusal:
-        challenge = DpopChallenge(refusal.description, rt.dpop.algs(verified.issuer_name), dpop_proof is not None)
+        challenge = rt.dpop.challenge(refusal, verified.issuer_name, dpop_proof is not None)
         return _answer(out, trace, DPOP_DECISIONS[refusal.kind], dpop=challenge)
 
     # 5. The route's claim rules, with the same compiled checks the handler runs.

@@ -201,8 +201,7 @@ class Gateway:
             ex.reason = refusal.reason
             _debug_refusal(ex, check=refusal.description)
             self.metrics.dpop_check(verified.issuer_name, refusal.result).inc()
-            challenge = DpopChallenge(refusal.description, rt.dpop.algs(ex.issuer), dpop_scheme, refusal.nonce)
-            return self._refused(ex, DPOP_DECISIONS[refusal.kind], dpop=challenge)
+            return self._refused(ex, DPOP_DECISIONS[refusal.kind], dpop=rt.dpop.challenge(refusal, ex.issuer, dpop_scheme))
         if dpop_scheme:
             self.metrics.dpop_check(verified.issuer_name, "ok").inc()
 
