@@ -5,7 +5,9 @@ Tokens are minted by PyJWT through the test issuer, proofs by tests/proxy/dpop_c
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -395,3 +397,37 @@ async def test_a_full_replay_memory_fails_closed_with_503(
         assert (await dpop_results(http, gateway)) == {"ok": SLOTS_PER_BUCKET, "dpop_replay_full": 1}
     finally:
         await gateway.stop()
+
+
+async def test_access_and_debug_logs_name_the_check_never_the_proof_or_token(
+    make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer, client: DpopClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gateway = await make_gateway(dpop_config(nonce=True, server_extra="  log_level: debug\n"))
+    stream = io.StringIO()
+    gateway.access_log._stream = stream
+    token = bound_token(issuer, client)
+    target = url(gateway, "/api/x")
+    secrets: list[str] = [token, token.split(".")[1]]
+    with caplog.at_level(logging.DEBUG, logger="gateway"):
+        for kw in ({}, {"htm": "POST"}, {"nonce": "made-up"}):
+            proof = client.proof("GET", target, token, **kw)
+            secrets += [proof, proof.split(".")[1], proof.split(".")[2]]
+            async with http.get(target, headers={"Authorization": f"DPoP {token}", "DPoP": proof}) as resp:
+                nonce = resp.headers.get("DPoP-Nonce")
+                assert resp.status == 401
+        assert nonce is not None
+        proof = client.proof("GET", target, token, nonce=nonce)
+        secrets += [proof, nonce]
+        async with http.get(target, headers={"Authorization": f"DPoP {token}", "DPoP": proof}) as resp:
+            assert resp.status == 200
+    gateway.access_log.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["decision"], line["reason"]) for line in lines] == [
+        ("use_dpop_nonce", "dpop_nonce"), ("invalid_dpop_proof", "dpop_bad_htm"), ("use_dpop_nonce", "dpop_nonce"),
+        ("allow", None),
+    ]
+    logged = stream.getvalue() + "\n".join(r.getMessage() + json.dumps(r.__dict__, default=str) for r in caplog.records)
+    assert "DPoP proof's htm does not match" in logged  # the debug line names the failed check
+    for secret in secrets:
+        assert secret not in logged

@@ -80,3 +80,34 @@ async def test_a_proof_used_on_one_worker_is_a_replay_on_the_other(
         assert crossed >= 3, "the kernel never sent a replay to the other worker"
     finally:
         proc.kill()
+
+
+async def test_a_nonce_from_one_worker_is_good_on_the_other(tmp_path: Path, issuer: Issuer, upstream: Upstream) -> None:
+    proc, port, _ = await start_workers(tmp_path, dpop_config(nonce=True), issuer, upstream)
+    try:
+        assert proc.proc is not None
+        workers = children(proc.proc.pid)
+        client = DpopClient()
+        token = issuer.token(cnf={"jkt": client.jkt})
+        target = f"http://127.0.0.1:{port}/api/x"
+        # Ask for a nonce: the worker that answers hands one out.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        proof = client.proof("GET", target, token)
+        writer.write(f"GET /api/x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: DPoP {token}\r\n"
+                     f"DPoP: {proof}\r\nConnection: close\r\n\r\n".encode())
+        head = (await asyncio.wait_for(reader.read(1 << 16), 10)).split(b"\r\n\r\n")[0].decode()
+        writer.close()
+        assert head.startswith("HTTP/1.1 401")
+        nonce = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.lower().startswith("dpop-nonce:"))
+        # Use it on fresh connections until both workers have accepted it.
+        accepted_by: set[int | None] = set()
+        for _ in range(40):
+            headers = {"Authorization": f"DPoP {token}", "DPoP": client.proof("GET", target, token, nonce=nonce)}
+            status, worker = await _exchange(port, headers, workers)
+            assert status == 200
+            accepted_by.add(worker)
+            if accepted_by == set(workers):
+                break
+        assert accepted_by == set(workers)
+    finally:
+        proc.kill()
