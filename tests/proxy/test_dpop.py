@@ -158,7 +158,7 @@ async def test_mode_off_the_dpop_scheme_is_not_a_token(
 # --- proof faults on the request path (§4.3), each with its reason -----------------------------------
 
 
-async def test_missing_proof(
+async def test_step1_missing_proof(
     dpop_gateway: GatewayProcess, http: aiohttp.ClientSession, issuer: Issuer, client: DpopClient
 ) -> None:
     token = bound_token(issuer, client)
@@ -222,7 +222,7 @@ async def test_proof_header_larger_than_max_token_bytes(
     assert (status, error) == (401, "invalid_dpop_proof") and "size limit" in challenge
 
 
-async def test_proof_by_another_key_than_the_token_is_bound_to(
+async def test_step12_proof_by_another_key_than_the_token_is_bound_to(
     dpop_gateway: GatewayProcess, http: aiohttp.ClientSession, issuer: Issuer, client: DpopClient
 ) -> None:
     token = bound_token(issuer, client)
@@ -280,7 +280,7 @@ async def test_replayed_proof_is_refused_and_the_cached_token_still_needs_a_fres
 # --- nonces (RFC 9449 §8, §9) ------------------------------------------------------------------------
 
 
-async def test_nonce_flow(
+async def test_step10_nonce_flow(
     make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer, client: DpopClient
 ) -> None:
     gateway = await make_gateway(dpop_config(nonce=True))
