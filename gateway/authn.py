@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.cert_binding import check_certificate_binding
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jws import parse_token
 from gateway.jose.trace import DECODE, ISSUER, KEY, Trace
@@ -39,6 +40,10 @@ class IssuerTable:
     by_name: dict[str, IssuerRuntime]
 
 
+def _no_certificate() -> str | None:
+    return None
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -52,11 +57,20 @@ class Authenticator:
         self._clock = clock
 
     async def authenticate(
-        self, token: str, route: Route, issuers: IssuerTable, max_token_bytes: int, trace: Trace | None = None
+        self,
+        token: str,
+        route: Route,
+        issuers: IssuerTable,
+        max_token_bytes: int,
+        trace: Trace | None = None,
+        *,
+        client_certificate: Callable[[], str | None] = _no_certificate,
     ) -> VerifiedToken:
         """Return the verified token, or raise TokenError with the reason it is refused.
 
         With a `trace` (gateway explain), every check is recorded and the cache is neither read nor filled.
+        `client_certificate` gives the thumbprint of the certificate the client proved it
+        holds (asked only for a certificate-bound token).
         """
         started = time.perf_counter()
         issuer_label = UNKNOWN_ISSUER
@@ -123,6 +137,9 @@ class Authenticator:
                 )
                 if trace is None:
                     self.cache.put(token, entry)
+            # Sender constraint: the binding is to this connection, so it is checked on every
+            # request, cached token or not (RFC 8705 §3).
+            check_certificate_binding(entry.claims, client_certificate, trace)
         except TokenError as exc:
             if exc.reason in STABLE_REJECTIONS and cached is None and trace is None:
                 self.cache.put(

@@ -74,16 +74,20 @@ async def explain(
     path: str = "/",
     host: str | None = None,
     offline: bool = False,
+    client_certificate: str | None = None,
     clock: Callable[[], float] = time.time,
     dpop_proof: str | None = None,
 ) -> Explanation:
-    """Explain what the gateway configured by `config` would answer to `method path` carrying `token`
-    (with the DPoP scheme and this proof when `dpop_proof` is given, else as a Bearer token)."""
+    """Explain what the gateway configured by `config` would answer to `method path` carrying `token`.
+
+    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens);
+    with `dpop_proof` the token is sent with the DPoP scheme and this proof, else as a Bearer token.
+    """
     out = Explanation()
     keystore = KeyStore(config.issuers)
     runtime = build_runtime(config, keystore)
     try:
-        await _explain(out, runtime, token, method.upper(), path, host, offline, clock, dpop_proof)
+        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock, dpop_proof)
     finally:
         await keystore.close()
         await runtime.upstream.close()
@@ -92,7 +96,7 @@ async def explain(
 
 async def _explain(
     out: Explanation, rt: Runtime, token: str, method: str, path: str, host: str | None, offline: bool,
-    clock: Callable[[], float], dpop_proof: str | None,
+    client_certificate: str | None, clock: Callable[[], float], dpop_proof: str | None,
 ) -> None:
     config = rt.config
     out.lines.append(f"gateway explain: {method} {path}  (config {config.source}, sha256 {(config.sha256 or '-')[:12]})")
@@ -126,7 +130,9 @@ async def _explain(
     # 3. The token: the Authenticator's own checks, each recorded in the trace.
     authn = Authenticator(TokenCache(0, 1.0), Metrics(), clock=clock)
     try:
-        verified = await authn.authenticate(token, route, rt.issuers, rt.max_token_bytes, trace)
+        verified = await authn.authenticate(
+            token, route, rt.issuers, rt.max_token_bytes, trace, client_certificate=lambda: client_certificate
+        )
     except TokenError as exc:
         if not any(check.ok is False for check in trace.checks):
             # A refusal no step recorded (verify_token's last resort): still say why.

@@ -99,7 +99,11 @@ class Gateway:
     async def _proxy(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
         # The request asks for itself; forwarding headers (X-Original-URI...) are ordinary headers here.
         asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
-        verdict = await self._judge(asked, rt, ex, request.scheme, request.remote)
+        # A certificate-bound token's proof of possession: this connection's client certificate.
+        verdict = await self._judge(
+            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers),
+            request.scheme, request.remote,
+        )
         if isinstance(verdict, Refused):
             return reply(verdict.decision, ex.request_id, verdict.reason, verdict.dpop)
 
@@ -137,15 +141,23 @@ class Gateway:
             ex.decision = exc.decision
             return rt.decision.refused(exc.family, exc.decision, ex.request_id)
         ex.method = conveyed.asked.method
-        verdict = await self._judge(conveyed.asked, rt, ex, request.scheme, request.remote)
+        # No client certificate: the asking proxy's connection proves nothing of its client's,
+        # so a certificate-bound token is refused here (SPEC: Decision mode).
+        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate, request.scheme, request.remote)
         if isinstance(verdict, Refused):
             return rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason, verdict.dpop)
         # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
         return rt.decision.allowed(conveyed.family, verdict, ex.request_id)
 
-    async def _judge(self, asked: Asked, rt: Runtime, ex: Exchange, scheme: str, peer: str | None) -> Verdict:
-        """Steps 1-5, the same for both ports: path, route, token and its binding, claim rules, claim headers.
-        `scheme` and `peer` are the listener's and the connection's, for DPoP's external URI."""
+    async def _judge(
+        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None],
+        scheme: str, peer: str | None,
+    ) -> Verdict:
+        """Steps 1-5, the same for both ports: path, route, token and its bindings, claim rules, claim headers.
+
+        `client_certificate` gives the thumbprint of the certificate the client proved it holds;
+        `scheme` and `peer` are the listener's and the connection's, for DPoP's external URI.
+        """
         # 1. One spelling of the path, for routing and for the upstream alike.
         try:
             path = normalize_path(asked.raw_path)
@@ -176,7 +188,9 @@ class Gateway:
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
         try:
-            verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+            verified = await self.authn.authenticate(
+                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate
+            )
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
@@ -246,6 +260,10 @@ class Gateway:
 # request), and they reveal nothing but an order within one process.
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
+
+
+def _no_client_certificate() -> str | None:
+    return None
 
 
 def _request_id(request: web.BaseRequest) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
+from gateway.cert_binding import ClientCertificates
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
 from gateway.decision import DecisionEdge
@@ -38,6 +39,7 @@ class Runtime:
     max_token_bytes: int
     cors_bypass: bool
     dpop: DpopBinder
+    client_certs: ClientCertificates
     decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
 
@@ -84,6 +86,7 @@ def build_runtime(
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
         dpop=dpop,
+        client_certs=ClientCertificates(config.server.forwarded_client_cert),
         decision=DecisionEdge(
             config.server.authz_dialect, config.server.authz_path_prefix, claim_plan.strip_names
         ),

@@ -22,6 +22,7 @@ from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory, admin_url, url
 from tests.proxy.dpop_client import DpopClient
 from tests.proxy.harness import Issuer, Upstream, raw_request, wait_for
+from tests.proxy.pki import Pki, fetch, tls_block
 from tests.proxy.test_http_table import seen_headers
 
 
@@ -431,3 +432,29 @@ async def test_access_and_debug_logs_name_the_check_never_the_proof_or_token(
     assert "DPoP proof's htm does not match" in logged  # the debug line names the failed check
     for secret in secrets:
         assert secret not in logged
+
+
+# --- a token bound twice (RFC 9449 and RFC 8705) must satisfy both ----------------------------------
+
+
+async def test_token_bound_to_a_key_and_a_certificate_needs_both(
+    make_gateway: GatewayFactory, issuer: Issuer, client: DpopClient, tmp_path: Path
+) -> None:
+    pki = Pki(tmp_path)
+    gateway = await make_gateway(dpop_config(server_extra="  tls:\n" + tls_block("optional")))
+    token = issuer.token(cnf={"jkt": client.jkt, "x5t#S256": pki.client.thumbprint})
+    target = f"https://127.0.0.1:{gateway.proxy_port}/api/x"
+
+    def with_proof() -> dict[str, str]:
+        return {"Authorization": f"DPoP {token}", "DPoP": client.proof("GET", target, token)}
+
+    status, body = await fetch(gateway, pki.client_ctx(pki.client), "/api/x", headers=with_proof())
+    assert status == 200 and body["path"] == "/api/x"
+    # Either binding missing is a refusal: no proof, no certificate, another certificate.
+    for ctx, headers in (
+        (pki.client_ctx(pki.client), {"Authorization": f"Bearer {token}"}),
+        (pki.client_ctx(), with_proof()),
+        (pki.client_ctx(pki.client_b), with_proof()),
+    ):
+        status, body = await fetch(gateway, ctx, "/api/x", headers=headers)
+        assert (status, body["error"]) == (401, "invalid_token")
