@@ -19,7 +19,16 @@ from typing import Any, Final
 
 from gateway.jose.errors import Reason, TokenError
 
-__all__ = ["MAX_JSON_DEPTH", "JwsParts", "ParsedToken", "parse_jws", "parse_token"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "JwsParts",
+    "ParsedToken",
+    "b64decode_segment",
+    "check_crit",
+    "json_object",
+    "parse_jws",
+    "parse_token",
+]
 
 MAX_JSON_DEPTH: Final = 16
 
@@ -110,7 +119,7 @@ def _too_deep(value: object) -> bool:
     return False
 
 
-def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         # RFC 8259 §8.1: UTF-8 only; decoding here also refuses a BOM-less UTF-16 guess.
         text = raw.decode("utf-8")
@@ -126,7 +135,7 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _b64decode(segment: str, what: str) -> bytes:
+def b64decode_segment(segment: str, what: str) -> bytes:
     rem = len(segment) % 4
     if rem == 1:
         raise TokenError(Reason.MALFORMED, f"The token {what} is not valid base64url.")
@@ -139,7 +148,7 @@ def _b64decode(segment: str, what: str) -> bytes:
         raise TokenError(Reason.MALFORMED, f"The token {what} is not valid base64url.") from exc
 
 
-def _check_crit(header: dict[str, Any]) -> None:
+def check_crit(header: dict[str, Any]) -> None:
     if "crit" not in header:
         return
     crit = header["crit"]
@@ -170,12 +179,12 @@ def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
     if match is None:
         raise TokenError(Reason.MALFORMED, "The token is not a compact JWS of three base64url segments.")
     header_b64, payload_b64, signature_b64 = match.groups()
-    header = _json_object(_b64decode(header_b64, "header"), "header")
+    header = json_object(b64decode_segment(header_b64, "header"), "header")
 
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise TokenError(Reason.MALFORMED, "The token header's alg is missing or not a string.")
-    _check_crit(header)
+    check_crit(header)
     if "b64" in header:
         # RFC 7797 §3: b64=false (unencoded payload) is an extension we do not
         # implement; anything but a boolean is malformed.
@@ -193,8 +202,8 @@ def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
 
     if not signature_b64:
         raise TokenError(Reason.MALFORMED, "The token has an empty signature.")
-    payload = _b64decode(payload_b64, "payload")
-    signature = _b64decode(signature_b64, "signature")
+    payload = b64decode_segment(payload_b64, "payload")
+    signature = b64decode_segment(signature_b64, "signature")
     # RFC 7515 §5.2 step 8: the signing input is the received octets, never re-serialized.
     signing_input = token[: match.end(2)].encode("ascii")
     return JwsParts(header, payload, signing_input, signature, alg, kid)
@@ -203,4 +212,4 @@ def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
 def parse_token(token: str, *, max_bytes: int = 8192) -> ParsedToken:
     """`parse_jws`, then require the payload to be a JSON object (RFC 7519 §7.2 step 10)."""
     jws = parse_jws(token, max_bytes=max_bytes)
-    return ParsedToken(jws, _json_object(jws.payload, "payload"))
+    return ParsedToken(jws, json_object(jws.payload, "payload"))
