@@ -7,12 +7,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.jose.errors import Reason, TokenError
+from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
+from gateway.jose.jwe import NestedJws, is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
 from gateway.jose.verifier import VerifyPolicy, verify_token
 from gateway.token_cache import STABLE_REJECTIONS, Rejection, TokenCache, VerifiedToken
 
 if TYPE_CHECKING:
+    from gateway.decryption_keys import DecryptionKeyStore
     from gateway.keystore import IssuerKeys
     from gateway.metrics import Metrics
     from gateway.routing import Route
@@ -28,6 +30,7 @@ class IssuerRuntime:
     iss: str
     policy: VerifyPolicy
     keys: IssuerKeys
+    require_encryption: bool = False  # a plain JWS from this issuer is refused (SPEC Part 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,21 @@ class Authenticator:
         self._clock = clock
 
     async def authenticate(
-        self, token: str, route: Route, issuers: IssuerTable, max_token_bytes: int
+        self,
+        token: str,
+        route: Route,
+        issuers: IssuerTable,
+        max_token_bytes: int,
+        decryption: DecryptionKeyStore | None = None,
     ) -> VerifiedToken:
-        """Return the verified token, or raise TokenError with the reason it is refused."""
+        """Return the verified token, or raise TokenError with the reason it is refused.
+
+        A five-segment token is a JWE: it is decrypted first (the time counts as verification
+        time) and the compact JWS inside is then verified exactly as a plain token.
+        """
         started = time.perf_counter()
-        issuer_label = UNKNOWN_ISSUER
+        issuer_label = UNKNOWN_ISSUER  # also while a JWE is still encrypted: its issuer is inside
+        encrypted = is_compact_jwe(token)
         now = self._clock()
         cached = self.cache.get(token, now)
         try:
@@ -68,7 +81,8 @@ class Authenticator:
                 entry = cached
             else:
                 self._metrics.cache_miss.inc()
-                parsed = parse_token(token, max_bytes=max_token_bytes)
+                nested = _decrypt(token, decryption, max_token_bytes) if encrypted else None
+                parsed = parse_token(token if nested is None else nested.jws, max_bytes=max_token_bytes)
                 iss = parsed.claims.get("iss")
                 issuer = issuers.by_iss.get(iss) if isinstance(iss, str) else None
                 if issuer is None:
@@ -76,6 +90,8 @@ class Authenticator:
                 issuer_label = issuer.name
                 if route.issuer_names is not None and issuer.name not in route.issuer_names:
                     raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")
+                if issuer.require_encryption and nested is None:
+                    raise TokenError(Reason.ENCRYPTION_REQUIRED, "the issuer's tokens must be encrypted")
                 keys = issuer.keys.keys
                 if keys is None:
                     raise TokenError(Reason.JWKS_UNAVAILABLE, "the issuer has no keys yet")
@@ -100,17 +116,27 @@ class Authenticator:
                     exp=exp,
                     nbf=_number(claims.get("nbf")),
                     cache_until=cache_until,
+                    encrypted=encrypted,
+                    payload_b64=None if nested is None else nested.jws.split(".", 2)[1],
                 )
                 self.cache.put(token, entry)
         except TokenError as exc:
             if exc.reason in STABLE_REJECTIONS and cached is None:
                 self.cache.put(
-                    token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl)
+                    token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl, encrypted)
                 )
             self._metrics.verify_histogram(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
             raise
         self._metrics.verify_histogram(issuer_label, "ok").observe(time.perf_counter() - started)
         return entry
+
+
+def _decrypt(token: str, decryption: DecryptionKeyStore | None, max_token_bytes: int) -> NestedJws:
+    """The JWS inside a JWE; without a `decryption` block every JWE is refused (after its structure)."""
+    if decryption is None:
+        parse_jwe(token, max_bytes=max_token_bytes)  # a structural fault is still `malformed`
+        raise TokenError(Reason.DECRYPT_FAILED, DECRYPT_FAILED_DESCRIPTION)
+    return decryption.unwrap(token, max_bytes=max_token_bytes)
 
 
 def _check_cached(entry: VerifiedToken, route: Route, issuers: IssuerTable, now: float) -> None:

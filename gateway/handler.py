@@ -93,7 +93,9 @@ class Gateway:
                     return self._reply(ex, Decision.NO_TOKEN)
             else:
                 try:
-                    verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+                    verified = await self.authn.authenticate(
+                        token, route, rt.issuers, rt.max_token_bytes, rt.decryption
+                    )
                 except TokenError as exc:
                     ex.reason = exc.reason.value
                     if exc.reason is Reason.JWKS_UNAVAILABLE:
@@ -109,8 +111,10 @@ class Gateway:
                     ex.reason = "claim_rule"
                     return self._reply(ex, Decision.INSUFFICIENT_SCOPE)
 
-                # 5. Claim headers (the payload header is the token's own middle segment).
-                claim_headers = rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+                # 5. Claim headers (the payload header is the signed JWS's payload segment: the token's
+                #    own middle segment, or for an encrypted token the one inside).
+                payload_b64 = verified.payload_b64 or token.split(".", 2)[1]
+                claim_headers = rt.claim_plan.headers(verified.claims, payload_b64)
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)

@@ -18,6 +18,7 @@ from gateway.jose.verifier import VerifyPolicy
 from gateway.routing import Router
 
 if TYPE_CHECKING:
+    from gateway.decryption_keys import DecryptionKeyStore
     from gateway.keystore import KeyStore
 
 
@@ -33,6 +34,7 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    decryption: DecryptionKeyStore | None = None  # absent: every JWE is refused
 
 
 def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:

@@ -43,6 +43,7 @@ from gateway.jose.jws import b64decode_segment, check_crit, json_object
 __all__ = [
     "JweParts",
     "JwePolicy",
+    "NestedJws",
     "decrypt_jwe",
     "ephemeral_public_key",
     "is_compact_jwe",
@@ -127,8 +128,22 @@ def parse_jwe(token: str, *, max_bytes: int = 8192) -> JweParts:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NestedJws:
+    """What a nested JWT's decryption yields: the inner compact JWS (not yet verified),
+    the outer JWE's header, and the key that decrypted it."""
+
+    jws: str
+    header: dict[str, Any]
+    key: DecryptionKey
+
+
 def decrypt_jwe(parts: JweParts, keys: DecryptionKeySet, policy: JwePolicy) -> bytes:
     """The plaintext, or `TokenError`: alg_not_allowed for header policy, else decrypt_failed."""
+    return _decrypt(parts, keys, policy)[0]
+
+
+def _decrypt(parts: JweParts, keys: DecryptionKeySet, policy: JwePolicy) -> tuple[bytes, DecryptionKey]:
     km = KEY_MANAGEMENT.get(parts.alg)
     ce = CONTENT_ENCRYPTION.get(parts.enc)
     # RFC 8725 §3.1: allow-lists before any key is touched; RSA1_5, PBES2 and none are in no table.
@@ -140,19 +155,22 @@ def decrypt_jwe(parts: JweParts, keys: DecryptionKeySet, policy: JwePolicy) -> b
     for key in keys.select(parts.alg, parts.kid):
         try:
             cek = _content_key(key, km, ce, parts)
-            return _content_decrypt(ce, cek, parts)
+            return _content_decrypt(ce, cek, parts), key
         except Exception:  # noqa: S112 - CryptoFailure, or a backend surprise: the same single outcome
             continue
     raise TokenError(Reason.DECRYPT_FAILED, DECRYPT_FAILED_DESCRIPTION)
 
 
-def unwrap_nested_jws(token: str, keys: DecryptionKeySet, policy: JwePolicy, *, max_bytes: int = 8192) -> str:
-    """Decrypt a nested JWT (RFC 7519 §5.2) and return the compact JWS inside, unverified."""
+def unwrap_nested_jws(
+    token: str, keys: DecryptionKeySet, policy: JwePolicy, *, max_bytes: int = 8192
+) -> NestedJws:
+    """Decrypt a nested JWT (RFC 7519 §5.2): the compact JWS inside, unverified. Claims
+    replicated into the JWE header (RFC 7519 §5.3) are never read: identity comes from the JWS."""
     parts = parse_jwe(token, max_bytes=max_bytes)
     cty = parts.header.get("cty")
     if not isinstance(cty, str) or cty.lower() not in _JWT_CTY:
         raise TokenError(Reason.BAD_TYPE, "The encrypted token's cty does not say it holds a JWT.")
-    plaintext = decrypt_jwe(parts, keys, policy)
+    plaintext, key = _decrypt(parts, keys, policy)
     try:
         inner = plaintext.decode("ascii")
     except UnicodeDecodeError:
@@ -160,7 +178,7 @@ def unwrap_nested_jws(token: str, keys: DecryptionKeySet, policy: JwePolicy, *, 
     # Nesting depth one: a JWE in a JWE, or bare claims, is not a signed JWT.
     if inner.count(".") != 2:
         raise TokenError(Reason.MALFORMED, "The encrypted token does not hold a signed JWT.")
-    return inner
+    return NestedJws(inner, parts.header, key)
 
 
 def _random_cek(ce: ContentEncryption) -> bytes:
