@@ -16,8 +16,9 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
+from gateway.config.decryption import MAX_KEYS_FILE_BYTES
+from gateway.config.model import DecryptionConfig
 from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
 from gateway.jose.jwe import JwePolicy, NestedJws, parse_jwe, unwrap_nested_jws
 from gateway.jose.jwe_keys import DecryptionKeySet, parse_decryption_jwk_set
@@ -27,17 +28,8 @@ from gateway.jwks_fetch import FetchError, FileSource
 log = logging.getLogger("gateway.keys")
 
 DEFAULT_POLL_INTERVAL = 1.0
-MAX_KEYS_FILE_BYTES = 1 << 20
 
 Listener = Callable[[DecryptionKeySet], None]
-
-
-@dataclass(frozen=True, slots=True)
-class DecryptionSource:
-    """Where the private JWK Set lives: a file path (absolute) or an environment variable."""
-
-    kind: str  # "file" | "env"
-    location: str
 
 
 class DecryptionKeyStore:
@@ -45,17 +37,16 @@ class DecryptionKeyStore:
 
     def __init__(
         self,
-        source: DecryptionSource,
-        policy: JwePolicy,
+        config: DecryptionConfig,
         *,
         environ: Mapping[str, str] | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
-        self.source = source
-        self.policy = policy
+        self.config = config
+        self.policy = JwePolicy(frozenset(config.algorithms), frozenset(config.encryption))
         self._environ = environ
         self._poll_interval = poll_interval
-        self._file = FileSource(source.location, max_bytes=MAX_KEYS_FILE_BYTES) if source.kind == "file" else None
+        self._file = FileSource(config.location, max_bytes=MAX_KEYS_FILE_BYTES) if config.kind == "file" else None
         self._keys: DecryptionKeySet | None = None
         self._listeners: list[Listener] = []
         self._task: asyncio.Task[None] | None = None
@@ -82,10 +73,10 @@ class DecryptionKeyStore:
             keys, _ = parse_decryption_jwk_set(document)
         except (FetchError, JwkError, ValueError) as exc:
             # The messages name a key by index and say what is wrong with it; never key material.
-            log.error("decryption keys not loaded (%s): %s", self.source.kind, str(exc)[:300])
+            log.error("decryption keys not loaded (%s): %s", self.config.kind, str(exc)[:300])
             return False
         self._keys = keys
-        log.info("decryption keys loaded: %d key(s) from %s", len(keys), self.source.kind)
+        log.info("decryption keys loaded: %d key(s) from %s", len(keys), self.config.kind)
         for listener in self._listeners:
             listener(keys)
         return True
@@ -119,10 +110,10 @@ class DecryptionKeyStore:
         if self._file is not None:
             return self._file.read()
         environ = self._environ if self._environ is not None else os.environ
-        text = environ.get(self.source.location)
+        text = environ.get(self.config.location)
         if not text:
-            raise ValueError(f"environment variable {self.source.location} is not set or empty")
+            raise ValueError(f"environment variable {self.config.location} is not set or empty")
         try:
             return json.loads(text)
         except ValueError as exc:
-            raise ValueError(f"environment variable {self.source.location} is not JSON") from exc
+            raise ValueError(f"environment variable {self.config.location} is not JSON") from exc

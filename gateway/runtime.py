@@ -37,7 +37,12 @@ class Runtime:
     decryption: DecryptionKeyStore | None = None  # absent: every JWE is refused
 
 
-def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:
+def build_runtime(
+    config: GatewayConfig,
+    keystore: KeyStore,
+    previous: Runtime | None = None,
+    decryption: DecryptionKeyStore | None = None,
+) -> Runtime:
     """Compile everything the request path needs; raises nothing for a validated config.
 
     The upstream connection pool of `previous` is kept when the upstream settings did not change.
@@ -55,7 +60,7 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
             ),
             typ=cfg.typ,
         )
-        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name)))
+        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name), cfg.require_encryption))
     claim_plan = ClaimHeaderPlan(config.forward)
     return Runtime(
         config=config,
@@ -72,4 +77,5 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
         ),
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
+        decryption=decryption,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.config.decryption import parse_decryption
 from gateway.config.errors import ConfigInvalid, ConfigIssue
 from gateway.config.model import (
     CacheConfig,
@@ -66,7 +67,7 @@ WORKERS_RANGE = (1, 64)
 MAX_TOKEN_BYTES_RANGE = (256, 1 << 20)
 MAX_CACHE_ENTRIES = 10_000_000
 
-_TOP_KEYS = ("server", "upstream", "tokens", "issuers", "forward", "routes", "cache")
+_TOP_KEYS = ("server", "upstream", "tokens", "issuers", "forward", "routes", "cache", "decryption")
 _SERVER_KEYS = (
     "listen", "admin_listen", "shutdown_grace", "max_header_bytes", "max_token_bytes", "cors_preflight", "workers",
 )
@@ -74,7 +75,7 @@ _UPSTREAM_KEYS = ("url", "connect_timeout", "timeout")
 _TOKEN_KEYS = ("header", "cookie", "query", "prefix")
 _ISSUER_KEYS = (
     "name", "issuer", "audiences", "algorithms", "clock_skew", "require_expiration",
-    "max_lifetime", "typ", "jwks", "secret",
+    "max_lifetime", "typ", "jwks", "secret", "require_encryption",
 )
 _JWKS_SOURCES = ("file", "uri", "discovery", "inline")
 _JWKS_KEYS = (*_JWKS_SOURCES, "refresh_interval", "min_refresh_interval", "timeout", "allow_http")
@@ -150,6 +151,7 @@ class _Parser:
         self.base_dir = base_dir
         self.environ = environ
         self.issues: list[ConfigIssue] = []
+        self.require_encryption: list[_At] = []  # checked against the decryption block at the end
 
     # --- reporting -----------------------------------------------------------------
 
@@ -335,6 +337,11 @@ class _Parser:
             kw["routes"] = self.routes(top["routes"], issuer_names)
         if "cache" in top:
             kw["cache"] = self.cache(top["cache"])
+        if "decryption" in top:
+            kw["decryption"] = parse_decryption(self, top["decryption"])
+        if "decryption" not in top:
+            for at in self.require_encryption:
+                self.error(at, "needs a top-level decryption block (the gateway's private keys) to decrypt tokens")
         return GatewayConfig(**kw)
 
     # --- server / upstream / cache -------------------------------------------------------
@@ -512,6 +519,10 @@ class _Parser:
             kw["max_lifetime"] = life
         if "typ" in m and (typ := self.strings(m["typ"], what="typ value", fold=_fold_typ)) is not None:
             kw["typ"] = typ
+        if "require_encryption" in m and (enc := self.boolean(m["require_encryption"])) is not None:
+            kw["require_encryption"] = enc
+            if enc:
+                self.require_encryption.append(m["require_encryption"])
         hs = [a for a in algorithms or () if a in HS_MIN_SECRET_BYTES]
         keyed = [a for a in algorithms or () if a not in HS_MIN_SECRET_BYTES]
         if "jwks" in m:

@@ -1,0 +1,147 @@
+"""The `decryption` section: the gateway's JWE private keys and the alg / enc allow-lists, validated at load.
+
+Every mistake is reported with its key path and line, like the rest of the
+config: a key source that is not exactly one of `file` / `env`, a key set that
+does not load (a public key where a private one is needed, RSA below 2048 bits,
+an `oct` key of the wrong length for its `alg`, a JWK `alg` that does not fit
+the key), an algorithm outside the tables (RSA1_5 and PBES2 with the reason they
+are never accepted), and an allowed `alg` that no key can serve.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from gateway.config.model import DecryptionConfig
+from gateway.jose.jwe_algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
+from gateway.jose.jwe_keys import DecryptionKeySet, parse_decryption_jwk_set
+from gateway.jose.jwk import JwkError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["DECRYPTION_KEYS", "MAX_KEYS_FILE_BYTES", "parse_decryption"]
+
+DECRYPTION_KEYS = ("keys", "algorithms", "encryption")
+_SOURCES = ("file", "env")
+MAX_KEYS_FILE_BYTES = 1 << 20
+# Names a user may reach for, and why each is refused (RFC 8725 §3.2; RFC 7518 §4.8).
+_NEVER = {
+    "RSA1_5": "RSA1_5 is never accepted: PKCS #1 v1.5 decryption is a padding oracle (RFC 8725 §3.2); use RSA-OAEP-256",
+    "none": "'none' is not a key-management algorithm",
+}
+_PBES2 = "PBES2 (password-based) is never accepted: a password is not a key the gateway should hold"
+
+
+class _At(Protocol):
+    @property
+    def value(self) -> Any: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def line(self) -> int | None: ...
+
+
+class SectionParser(Protocol):
+    """What this section needs of the config parser (gateway.config.load)."""
+
+    environ: Any
+
+    def error(self, at: Any, message: str) -> None: ...
+
+    def mapping(self, at: Any, allowed: Any, required: Any = ()) -> dict[str, Any] | None: ...
+
+    def strings(self, at: Any, *, what: str, check: Any = None) -> tuple[str, ...] | None: ...
+
+    def string(self, at: Any) -> str | None: ...
+
+    def resolve(self, name: str) -> Path: ...
+
+    def read_file(self, at: Any, path: Path, *, what: str, limit: int) -> bytes | None: ...
+
+
+def parse_decryption(p: SectionParser, at: _At) -> DecryptionConfig | None:
+    """The validated `decryption` block, or None after reporting why not."""
+    m = p.mapping(at, DECRYPTION_KEYS, required=DECRYPTION_KEYS)
+    if m is None:
+        return None
+    loaded = _keys(p, m["keys"]) if "keys" in m else None
+    algorithms = _algorithms(p, m["algorithms"]) if "algorithms" in m else None
+    encryption = _encryption(p, m["encryption"]) if "encryption" in m else None
+    if loaded is None or algorithms is None or encryption is None:
+        return None
+    kind, location, keys = loaded
+    ok = True
+    for alg in algorithms:
+        if not any(key.fits(alg) for key in keys.keys):
+            p.error(m["algorithms"], f"{alg}: no key in decryption.keys can serve it (check each key's kty, size and alg)")
+            ok = False
+    if "dir" in algorithms and not any(enc in key.dir_enc for key in keys.keys for enc in encryption):
+        p.error(m["algorithms"], "dir: no oct key has the length of an allowed encryption's key")
+        ok = False
+    if not ok:
+        return None
+    return DecryptionConfig(kind=kind, location=location, algorithms=algorithms, encryption=encryption)
+
+
+def _keys(p: SectionParser, at: _At) -> tuple[Literal["file", "env"], str, DecryptionKeySet] | None:
+    # Never quote a value from this section in a message: it may be key material.
+    m = p.mapping(at, _SOURCES)
+    if m is None:
+        return None
+    given = [k for k in _SOURCES if k in m]
+    if len(given) != 1:
+        p.error(m[given[1]] if given else at, "give exactly one of file, env (a JWK Set of private keys)")
+        return None
+    kind: Literal["file", "env"] = "file" if given[0] == "file" else "env"
+    src = m[kind]
+    name = p.string(src)
+    if name is None:
+        return None
+    if kind == "file":
+        path = p.resolve(name)
+        raw = p.read_file(src, path, what="decryption key file", limit=MAX_KEYS_FILE_BYTES)
+        if raw is None:
+            return None
+        where, location = str(path), str(path)
+    else:
+        text = p.environ.get(name)
+        if not text:
+            p.error(src, f"environment variable {name} is not set or empty")
+            return None
+        raw, where, location = text.encode("utf-8", "surrogateescape"), f"environment variable {name}", name
+    try:
+        document = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        p.error(src, f"{where} is not JSON")
+        return None
+    try:
+        keys, _ = parse_decryption_jwk_set(document)
+    except JwkError as exc:
+        p.error(src, f"{where}: {exc.description}")
+        return None
+    return kind, location, keys
+
+
+def _algorithms(p: SectionParser, at: _At) -> tuple[str, ...] | None:
+    def check(item: _At, alg: str) -> bool:
+        if alg in KEY_MANAGEMENT:
+            return True
+        why = _NEVER.get(alg) or (_PBES2 if alg.startswith("PBES2") else None)
+        p.error(item, why or f"unknown key-management algorithm {alg!r} (supported: {', '.join(KEY_MANAGEMENT)})")
+        return False
+
+    return p.strings(at, what="algorithm", check=check)
+
+
+def _encryption(p: SectionParser, at: _At) -> tuple[str, ...] | None:
+    def check(item: _At, enc: str) -> bool:
+        if enc in CONTENT_ENCRYPTION:
+            return True
+        p.error(item, f"unknown content-encryption algorithm {enc!r} (supported: {', '.join(CONTENT_ENCRYPTION)})")
+        return False
+
+    return p.strings(at, what="encryption algorithm", check=check)
