@@ -73,10 +73,10 @@ class DecryptionKeyStore:
             keys, _ = parse_decryption_jwk_set(document)
         except (FetchError, JwkError, ValueError) as exc:
             # The messages name a key by index and say what is wrong with it; never key material.
-            log.error("decryption keys not loaded (%s): %s", self.config.kind, str(exc)[:300])
+            log.error("decryption keys not loaded", extra={"source": self.config.kind, "error": str(exc)[:300]})
             return False
         self._keys = keys
-        log.info("decryption keys loaded: %d key(s) from %s", len(keys), self.config.kind)
+        log.info("decryption keys loaded", extra={"source": self.config.kind, "keys": len(keys)})
         for listener in self._listeners:
             listener(keys)
         return True

@@ -11,17 +11,17 @@ are never accepted), and an allowed `alg` that no key can serve.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from gateway.config.model import DecryptionConfig
+from gateway.config.reader import At, Block, Reader, child_path, value_line
+from gateway.config.yaml_lines import MarkedMap, MarkedSeq
 from gateway.jose.jwe_algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
 from gateway.jose.jwe_keys import DecryptionKeySet, parse_decryption_jwk_set
 from gateway.jose.jwk import JwkError
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-__all__ = ["DECRYPTION_KEYS", "MAX_KEYS_FILE_BYTES", "parse_decryption"]
+__all__ = ["DECRYPTION_SECTION", "MAX_KEYS_FILE_BYTES", "REQUIRE_ENCRYPTION", "parse_decryption"]
 
 DECRYPTION_KEYS = ("keys", "algorithms", "encryption")
 _SOURCES = ("file", "env")
@@ -34,36 +34,40 @@ _NEVER = {
 _PBES2 = "PBES2 (password-based) is never accepted: a password is not a key the gateway should hold"
 
 
-class _At(Protocol):
-    @property
-    def value(self) -> Any: ...
-
-    @property
-    def path(self) -> str: ...
-
-    @property
-    def line(self) -> int | None: ...
+def _read_require(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> None:
+    if "require_encryption" in m and (required := r.boolean(m["require_encryption"])) is not None:
+        kw["require_encryption"] = required
 
 
-class SectionParser(Protocol):
-    """What this section needs of the config parser (gateway.config.load)."""
-
-    environ: Any
-
-    def error(self, at: Any, message: str) -> None: ...
-
-    def mapping(self, at: Any, allowed: Any, required: Any = ()) -> dict[str, Any] | None: ...
-
-    def strings(self, at: Any, *, what: str, check: Any = None) -> tuple[str, ...] | None: ...
-
-    def string(self, at: Any) -> str | None: ...
-
-    def resolve(self, name: str) -> Path: ...
-
-    def read_file(self, at: Any, path: Path, *, what: str, limit: int) -> bytes | None: ...
+# issuers[].require_encryption: one more block of an issuer (see issuers.ISSUER_BLOCKS).
+REQUIRE_ENCRYPTION = Block(("require_encryption",), _read_require)
 
 
-def parse_decryption(p: SectionParser, at: _At) -> DecryptionConfig | None:
+def _read_section(r: Reader, _at: At, found: Mapping[str, At], fields: dict[str, Any]) -> None:
+    if "decryption" in found:
+        if (decryption := parse_decryption(r, found["decryption"])) is not None:
+            fields["decryption"] = decryption
+        return
+    # No private keys: an issuer that requires encryption could never be served.
+    for where in _require_encryption_true(found.get("issuers")):
+        r.error(where, "needs a top-level decryption block (the gateway's private keys) to decrypt tokens")
+
+
+DECRYPTION_SECTION = Block(("decryption",), _read_section)
+
+
+def _require_encryption_true(issuers: At | None) -> list[At]:
+    if issuers is None or not isinstance(issuers.value, MarkedSeq):
+        return []
+    out = []
+    for i, item in enumerate(issuers.value):
+        if isinstance(item, MarkedMap) and item.get("require_encryption") is True:
+            path = child_path(f"{issuers.path}[{i}]", "require_encryption")
+            out.append(At(True, path, value_line(item, "require_encryption")))
+    return out
+
+
+def parse_decryption(p: Reader, at: At) -> DecryptionConfig | None:
     """The validated `decryption` block, or None after reporting why not."""
     m = p.mapping(at, DECRYPTION_KEYS, required=DECRYPTION_KEYS)
     if m is None:
@@ -87,7 +91,7 @@ def parse_decryption(p: SectionParser, at: _At) -> DecryptionConfig | None:
     return DecryptionConfig(kind=kind, location=location, algorithms=algorithms, encryption=encryption)
 
 
-def _keys(p: SectionParser, at: _At) -> tuple[Literal["file", "env"], str, DecryptionKeySet] | None:
+def _keys(p: Reader, at: At) -> tuple[Literal["file", "env"], str, DecryptionKeySet] | None:
     # Never quote a value from this section in a message: it may be key material.
     m = p.mapping(at, _SOURCES)
     if m is None:
@@ -126,8 +130,8 @@ def _keys(p: SectionParser, at: _At) -> tuple[Literal["file", "env"], str, Decry
     return kind, location, keys
 
 
-def _algorithms(p: SectionParser, at: _At) -> tuple[str, ...] | None:
-    def check(item: _At, alg: str) -> bool:
+def _algorithms(p: Reader, at: At) -> tuple[str, ...] | None:
+    def check(item: At, alg: str) -> bool:
         if alg in KEY_MANAGEMENT:
             return True
         why = _NEVER.get(alg) or (_PBES2 if alg.startswith("PBES2") else None)
@@ -137,8 +141,8 @@ def _algorithms(p: SectionParser, at: _At) -> tuple[str, ...] | None:
     return p.strings(at, what="algorithm", check=check)
 
 
-def _encryption(p: SectionParser, at: _At) -> tuple[str, ...] | None:
-    def check(item: _At, enc: str) -> bool:
+def _encryption(p: Reader, at: At) -> tuple[str, ...] | None:
+    def check(item: At, enc: str) -> bool:
         if enc in CONTENT_ENCRYPTION:
             return True
         p.error(item, f"unknown content-encryption algorithm {enc!r} (supported: {', '.join(CONTENT_ENCRYPTION)})")
