@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 from gateway.config.model import DecryptionConfig
 from gateway.config.reader import At, Block, Reader, child_path, value_line
+from gateway.config.secret import SecretSource, locate_secret, secret_bytes
 from gateway.config.yaml_lines import MarkedMap, MarkedSeq
 from gateway.jose.jwe_algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
 from gateway.jose.jwe_keys import DecryptionKeySet, parse_decryption_jwk_set
@@ -24,7 +25,6 @@ from gateway.jose.jwk import JwkError
 __all__ = ["DECRYPTION_SECTION", "MAX_KEYS_FILE_BYTES", "REQUIRE_ENCRYPTION", "parse_decryption"]
 
 DECRYPTION_KEYS = ("keys", "algorithms", "encryption")
-_SOURCES = ("file", "env")
 MAX_KEYS_FILE_BYTES = 1 << 20
 # Names a user may reach for, and why each is refused (RFC 8725 §3.2; RFC 7518 §4.8).
 _NEVER = {
@@ -77,7 +77,7 @@ def parse_decryption(p: Reader, at: At) -> DecryptionConfig | None:
     encryption = _encryption(p, m["encryption"]) if "encryption" in m else None
     if loaded is None or algorithms is None or encryption is None:
         return None
-    kind, location, keys = loaded
+    source, keys = loaded
     ok = True
     for alg in algorithms:
         if not any(key.fits(alg) for key in keys.keys):
@@ -88,46 +88,29 @@ def parse_decryption(p: Reader, at: At) -> DecryptionConfig | None:
         ok = False
     if not ok:
         return None
-    return DecryptionConfig(kind=kind, location=location, algorithms=algorithms, encryption=encryption)
+    return DecryptionConfig(kind=source.kind, location=source.name, algorithms=algorithms, encryption=encryption)
 
 
-def _keys(p: Reader, at: At) -> tuple[Literal["file", "env"], str, DecryptionKeySet] | None:
-    # Never quote a value from this section in a message: it may be key material.
-    m = p.mapping(at, _SOURCES)
-    if m is None:
+def _keys(p: Reader, at: At) -> tuple[SecretSource, DecryptionKeySet] | None:
+    # Private keys are secrets: {file: PATH} or {env: VAR}, never inline, never quoted in a message.
+    source = locate_secret(p, at)
+    if source is None:
         return None
-    given = [k for k in _SOURCES if k in m]
-    if len(given) != 1:
-        p.error(m[given[1]] if given else at, "give exactly one of file, env (a JWK Set of private keys)")
+    raw = secret_bytes(p, source, what="decryption key file", limit=MAX_KEYS_FILE_BYTES)
+    if raw is None:
         return None
-    kind: Literal["file", "env"] = "file" if given[0] == "file" else "env"
-    src = m[kind]
-    name = p.string(src)
-    if name is None:
-        return None
-    if kind == "file":
-        path = p.resolve(name)
-        raw = p.read_file(src, path, what="decryption key file", limit=MAX_KEYS_FILE_BYTES)
-        if raw is None:
-            return None
-        where, location = str(path), str(path)
-    else:
-        text = p.environ.get(name)
-        if not text:
-            p.error(src, f"environment variable {name} is not set or empty")
-            return None
-        raw, where, location = text.encode("utf-8", "surrogateescape"), f"environment variable {name}", name
+    where = source.name if source.kind == "file" else f"environment variable {source.name}"
     try:
         document = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        p.error(src, f"{where} is not JSON")
+        p.error(source.at, f"{where} is not JSON")
         return None
     try:
         keys, _ = parse_decryption_jwk_set(document)
     except JwkError as exc:
-        p.error(src, f"{where}: {exc.description}")
+        p.error(source.at, f"{where}: {exc.description}")
         return None
-    return kind, location, keys
+    return source, keys
 
 
 def _algorithms(p: Reader, at: At) -> tuple[str, ...] | None:

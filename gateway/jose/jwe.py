@@ -38,7 +38,7 @@ from gateway.jose.jwe_algorithms import (
 )
 from gateway.jose.jwe_keys import DecryptionKey, DecryptionKeySet
 from gateway.jose.jwk import EC_CURVES, JwkError, b64_member
-from gateway.jose.jws import b64decode_segment, check_crit, json_object
+from gateway.jose.jws import b64decode_segment, check_crit, json_object, match_compact
 
 __all__ = [
     "JweParts",
@@ -98,13 +98,7 @@ def is_compact_jwe(token: str) -> bool:
 
 def parse_jwe(token: str, *, max_bytes: int = 8192) -> JweParts:
     """Split and decode a compact JWE; raises `TokenError` (malformed, too large, unsupported crit)."""
-    if not isinstance(token, str):
-        raise TokenError(Reason.MALFORMED, "The token is not a string.")
-    if len(token) > max_bytes:
-        raise TokenError(Reason.TOO_LARGE, "The token exceeds the size limit.")
-    match = _COMPACT.fullmatch(token)
-    if match is None:
-        raise TokenError(Reason.MALFORMED, "The token is not a compact JWE of five base64url segments.")
+    match = match_compact(token, _COMPACT, max_bytes=max_bytes, shape="JWE of five base64url segments")
     header_b64, ek_b64, iv_b64, ct_b64, tag_b64 = match.groups()
     header = json_object(b64decode_segment(header_b64, "header"), "header")
     alg = header.get("alg")

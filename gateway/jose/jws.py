@@ -26,6 +26,7 @@ __all__ = [
     "b64decode_segment",
     "check_crit",
     "json_object",
+    "match_compact",
     "parse_jws",
     "parse_token",
 ]
@@ -168,16 +169,22 @@ def check_crit(header: dict[str, Any]) -> None:
     raise TokenError(Reason.UNSUPPORTED_CRIT, "The token requires a header extension this gateway does not support.")
 
 
-def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
-    """Split and decode a compact JWS, enforcing the strict rules; raises `TokenError`."""
+def match_compact(token: str, pattern: re.Pattern[str], *, max_bytes: int, shape: str) -> re.Match[str]:
+    """The size cap, then the segment pattern, before any decoding (JWS and JWE alike)."""
     if not isinstance(token, str):
         raise TokenError(Reason.MALFORMED, "The token is not a string.")
     # Characters <= octets, so this bounds the octet length before any work.
     if len(token) > max_bytes:
         raise TokenError(Reason.TOO_LARGE, "The token exceeds the size limit.")
-    match = _COMPACT.fullmatch(token)
+    match = pattern.fullmatch(token)
     if match is None:
-        raise TokenError(Reason.MALFORMED, "The token is not a compact JWS of three base64url segments.")
+        raise TokenError(Reason.MALFORMED, f"The token is not a compact {shape}.")
+    return match
+
+
+def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
+    """Split and decode a compact JWS, enforcing the strict rules; raises `TokenError`."""
+    match = match_compact(token, _COMPACT, max_bytes=max_bytes, shape="JWS of three base64url segments")
     header_b64, payload_b64, signature_b64 = match.groups()
     header = json_object(b64decode_segment(header_b64, "header"), "header")
 

@@ -21,14 +21,12 @@ cannot go stale.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import pytest
-from jose_testkit import vectors_dir
+from jose_testkit import wycheproof
 
 from gateway.jose.algorithms import SUPPORTED
 from gateway.jose.errors import TokenError
@@ -88,10 +86,8 @@ class Case:
         return (self.file, int(self.tc["tcId"]))
 
 
-@cache
 def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((vectors_dir() / "wycheproof" / name).read_text(encoding="utf-8"))
-    return data
+    return wycheproof(name)
 
 
 def _cases() -> list[Any]:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import pytest
-from jose_testkit import vectors_dir
+from jose_testkit import wycheproof
 
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jwe import JwePolicy, decrypt_jwe, parse_jwe
@@ -48,10 +47,8 @@ class Case:
         return (self.file, int(self.tc["tcId"]))
 
 
-@cache
 def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((vectors_dir() / "wycheproof" / name).read_text(encoding="utf-8"))
-    return data
+    return wycheproof(name)
 
 
 def _cases() -> list[Case]:

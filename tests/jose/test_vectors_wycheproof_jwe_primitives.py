@@ -16,13 +16,11 @@ Per file (see tests/vectors/README.md, section 3):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import pytest
-from jose_testkit import vectors_dir
+from jose_testkit import wycheproof
 
 from gateway.jose.jwe import ephemeral_public_key
 from gateway.jose.jwe_algorithms import (
@@ -66,10 +64,8 @@ class Case:
     tc: dict[str, Any]
 
 
-@cache
 def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((vectors_dir() / "wycheproof" / name).read_text(encoding="utf-8"))
-    return data
+    return wycheproof(name)
 
 
 CASES = [
