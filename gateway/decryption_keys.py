@@ -58,6 +58,18 @@ class DecryptionKeyStore:
     def add_listener(self, callback: Listener) -> None:
         self._listeners.append(callback)
 
+    def describe(self) -> dict[str, object]:
+        """For admin /keys: the source and each key's kid, type and algorithms; never key material."""
+        keys = self._keys
+        return {
+            "source": self.config.kind,
+            "algorithms": list(self.config.algorithms),
+            "encryption": list(self.config.encryption),
+            "keys": None if keys is None else [
+                {"kid": k.kid, "kty": k.kty, "crv": k.crv, "algs": sorted(k.algs)} for k in keys.keys
+            ],
+        }
+
     def unwrap(self, token: str, *, max_bytes: int) -> NestedJws:
         """Decrypt a compact JWE to the compact JWS inside; raises `TokenError`."""
         keys = self._keys

@@ -202,3 +202,8 @@ async def test_key_file_replaced_on_disk_takes_effect_without_restart(
         assert resp.status == 200
     async with http.get(admin_url(gateway, "/readyz")) as resp:
         assert resp.status == 200
+    async with http.get(admin_url(gateway, "/keys")) as resp:
+        described = (await resp.json())["decryption"]
+    assert [k["kid"] for k in described["keys"]] == ["enc-next", "enc-ec"]
+    assert described["keys"][0]["algs"] == ["RSA-OAEP", "RSA-OAEP-256"]
+    assert rsa_private_jwk(_NEXT, "x")["d"] not in json.dumps(described)  # no key material
