@@ -23,6 +23,7 @@ from gateway.jose.jwk import (
     MAX_KEYS_PER_SET,
     JwkError,
     b64_member,
+    has_roca_fingerprint,
     key_ops_member,
     opt_str_member,
 )
@@ -140,6 +141,9 @@ def _rsa_private(obj: Mapping[str, Any]) -> tuple[rsa.RSAPrivateKey, int]:
         raise JwkError("the RSA key is longer than 16384 bits")
     if "oth" in obj:
         raise JwkError("multi-prime RSA keys ('oth') are not supported")
+    if has_roca_fingerprint(n):
+        # Anyone could factor the public modulus and decrypt every token sent to us.
+        raise JwkError("the RSA key has the ROCA weakness (CVE-2017-15361) and can be factored")
     try:
         if all(m in obj for m in ("p", "q", "dp", "dq", "qi")):
             p, q = _int(obj, "p"), _int(obj, "q")

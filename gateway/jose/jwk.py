@@ -37,6 +37,7 @@ __all__ = [
     "KeySet",
     "PublicKey",
     "b64_member",
+    "has_roca_fingerprint",
     "hmac_key",
     "key_ops_member",
     "opt_str_member",
@@ -72,7 +73,7 @@ _ROCA_PRIMES: Final = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 
 _ROCA_RESIDUES: Final = {p: frozenset(pow(65537, k, p) for k in range(p)) for p in _ROCA_PRIMES}
 
 
-def _has_roca_fingerprint(n: int) -> bool:
+def has_roca_fingerprint(n: int) -> bool:
     return all(n % p in residues for p, residues in _ROCA_RESIDUES.items())
 
 
@@ -210,7 +211,7 @@ def _rsa(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
     # e = 1 makes every "signature" its own message; even e is not a valid RSA key.
     if e < 3 or e % 2 == 0 or e >= n:
         raise JwkError("the RSA public exponent is invalid")
-    if _has_roca_fingerprint(n):
+    if has_roca_fingerprint(n):
         raise JwkError("the RSA key has the ROCA weakness (CVE-2017-15361) and can be factored")
     try:
         key = rsa.RSAPublicNumbers(e, n).public_key()

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap
-from jose_testkit import Keys, b64u, b64u_int, make_token
+from jose_testkit import Keys, b64u, b64u_int, make_token, wycheproof
 from jwe_testkit import compact, content_encrypt, encrypt, private_jwk, public_epk
 
 from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
@@ -342,3 +342,11 @@ def _wrap_wrong(kek: bytes, enc: str, cek: bytes) -> str:
     usable = (cek * 4)[: spec.cek_bytes]
     ct, tag = content_encrypt(enc, usable, iv, b"x", aad)
     return compact(header, aes_key_wrap(kek, cek), iv, ct, tag)
+
+
+def test_a_roca_key_is_refused_as_a_decryption_key() -> None:
+    """CVE-2017-15361: anyone can factor such a modulus and read every token encrypted to it."""
+    roca = next(g for g in wycheproof("json_web_crypto_test.json")["testGroups"] if g["comment"] == "jws_rsa_roca_key")
+    private = {k: v for k, v in roca["private"].items() if k not in ("alg", "use")}
+    with pytest.raises(JwkError, match="ROCA"):
+        parse_decryption_jwk(private)

@@ -134,6 +134,17 @@ def test_refused_by_policy_though_valid_per_rfc() -> None:
         with pytest.raises(TokenError) as exc:
             decrypt_jwe(parse_jwe(case.tc["jwe"]), keys, ALL)
         assert exc.value.reason is Reason.ALG_NOT_ALLOWED, why
+    # JSON serialization: compact only. Wycheproof marks these invalid too; listed here for the record.
+    json_serialized = [c for c in CASES if "JsonSerialization" in c.tc["flags"]]
+    assert [(c.file, c.tc["tcId"]) for c in json_serialized] == [
+        ("json_web_encryption_test.json", 22),
+        ("json_web_crypto_test.json", 66),
+    ]
+    for case in json_serialized:
+        token = case.tc["jwe"] if isinstance(case.tc["jwe"], str) else json.dumps(case.tc["jwe"])
+        with pytest.raises(TokenError) as exc:
+            parse_jwe(token)
+        assert exc.value.reason is Reason.MALFORMED, "compact serialization only"
     for key, why in ZIP_VALID.items():
         case = by_key[key]
         assert case.tc["result"] == "valid" and "CompressedPlaintext" in case.tc["flags"], why
