@@ -83,7 +83,8 @@ async def test_nested_jwt_is_decrypted_then_verified(
     gateway = await start(make_gateway, tmp_path)
     inner = issuer.token(sub="bob")
     for jwk, alg in ((rsa_private_jwk(_RSA, "enc-rsa"), "RSA-OAEP-256"), (ec_private_jwk(_EC, "enc-ec"), "ECDH-ES+A256KW")):
-        token = encrypt(inner, jwk, alg)
+        # Claims replicated into the JWE header (RFC 7519 §5.3) are never read: identity is the JWS's.
+        token = encrypt(inner, jwk, alg, sub="mallory", iss="https://elsewhere.example/")
         for _ in range(2):  # the second time from the verdict cache, keyed on the JWE string
             async with http.get(url(gateway, "/api/x"), headers=bearer(token)) as resp:
                 assert resp.status == 200, await resp.text()
@@ -207,3 +208,22 @@ async def test_key_file_replaced_on_disk_takes_effect_without_restart(
     assert [k["kid"] for k in described["keys"]] == ["enc-next", "enc-ec"]
     assert described["keys"][0]["algs"] == ["RSA-OAEP", "RSA-OAEP-256"]
     assert rsa_private_jwk(_NEXT, "x")["d"] not in json.dumps(described)  # no key material
+
+
+async def test_a_config_reload_adds_and_removes_the_decryption_block(
+    make_gateway: GatewayFactory, tmp_path: Path, http: aiohttp.ClientSession, issuer: Issuer
+) -> None:
+    gateway = await make_gateway()
+    write_keys(tmp_path, rsa_private_jwk(_RSA, "enc-rsa"))
+    token = encrypt(issuer.token(), rsa_private_jwk(_RSA, "enc-rsa"))
+    async with http.get(url(gateway, "/api/x"), headers=bearer(token)) as resp:
+        assert resp.status == 401
+    config = tmp_path / "gateway.yaml"
+    config.write_text(config.read_text() + DECRYPTION.replace("{{", "{").replace("}}", "}").replace(", ECDH-ES+A256KW", ""))
+    assert await gateway.reload()
+    async with http.get(url(gateway, "/api/x"), headers=bearer(token)) as resp:
+        assert resp.status == 200
+    config.write_text(config.read_text().split("\ndecryption:")[0] + "\n")
+    assert await gateway.reload()
+    async with http.get(url(gateway, "/api/x"), headers=bearer(token)) as resp:
+        assert resp.status == 401
