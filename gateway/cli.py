@@ -65,7 +65,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_demo(port=args.port, admin_port=args.admin_port)
+    return run_demo(port=args.port, admin_port=args.admin_port, authz_port=args.authz_port if args.authz else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="zero-setup demo: demo issuer + echo upstream, prints curl lines")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     demo.add_argument("--admin-port", type=int, default=9901, help="admin port (default 9901)")
+    demo.add_argument("--authz", action="store_true", help="also open the decision port and print check examples")
+    demo.add_argument("--authz-port", type=int, default=9191, help="decision port with --authz (default 9191)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -32,7 +32,7 @@ server:
   listen: "127.0.0.1:{port}"
   admin_listen: "127.0.0.1:{admin_port}"
   shutdown_grace: 2s
-upstream:
+{authz}upstream:
   url: "http://127.0.0.1:{upstream_port}"
 issuers:
   - name: demo
@@ -166,7 +166,13 @@ async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, bound_port(site)
 
 
-async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0) -> Demo:
+def _authz_keys(authz_port: int | None) -> str:
+    if authz_port is None:
+        return ""
+    return f'  authz_listen: "127.0.0.1:{authz_port}"\n  authz_dialect: auto\n  authz_path_prefix: /authz\n'
+
+
+async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, authz_port: int | None = None) -> Demo:
     issuer = DemoIssuer()
     issuer_app = web.Application()
     issuer_app.router.add_get("/jwks.json", issuer.handle)
@@ -182,6 +188,7 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0) ->
     text = DEMO_CONFIG.format(
         port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
         decryption_keys=keys_file,
+        authz=_authz_keys(authz_port),
     )
     config = parse_config(text, source="<demo>", base_dir=Path(workdir.name), environ=os.environ)
     process = GatewayProcess(config)
@@ -222,13 +229,35 @@ curl -s -H 'Authorization: Bearer {encrypted}' {base}/api/orders
 # metrics and readiness
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
-
+{_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """
 
 
-async def _run(port: int, admin_port: int) -> int:
-    demo = await start_demo(port, admin_port)
+def _authz_instructions(demo: Demo, reader: str, admin_token: str) -> str:
+    """Decision mode: the checks nginx, Traefik and Envoy would send, and what each gets."""
+    if not demo.process.authz_port:
+        return ""
+    authz = f"http://127.0.0.1:{demo.process.authz_port}"
+    return f"""
+Decision mode: the authz port {authz} answers checks; nothing is forwarded.
+
+# 200: Traefik ForwardAuth's check; the answer carries the claim headers for Traefik to copy upstream
+curl -si -H 'X-Forwarded-Method: GET' -H 'X-Forwarded-Uri: /api/orders' -H 'X-Forwarded-Host: demo' -H 'Authorization: Bearer {reader}' {authz}/check
+
+# 403: nginx auth_request's check for /admin with a token that lacks the admin scope
+curl -si -H 'X-Original-Method: GET' -H 'X-Original-URI: /public/../admin/users' -H 'Authorization: Bearer {reader}' {authz}/check
+
+# 200: Envoy ext_authz's check (path_prefix /authz) with the admin scope
+curl -si -H 'Authorization: Bearer {admin_token}' {authz}/authz/admin/users
+
+# 401: Envoy ext_authz's check without a token
+curl -si {authz}/authz/api/orders
+"""
+
+
+async def _run(port: int, admin_port: int, authz_port: int | None) -> int:
+    demo = await start_demo(port, admin_port, authz_port=authz_port)
     print(_instructions(demo), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -239,6 +268,7 @@ async def _run(port: int, admin_port: int) -> int:
     return 0
 
 
-def run_demo(port: int = 8080, admin_port: int = 9901) -> int:
+def run_demo(port: int = 8080, admin_port: int = 9901, authz_port: int | None = None) -> int:
+    """`authz_port`: also open the decision port (gateway demo --authz)."""
     configure_logging()
-    return asyncio.run(_run(port, admin_port))
+    return asyncio.run(_run(port, admin_port, authz_port))
