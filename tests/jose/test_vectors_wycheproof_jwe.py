@@ -47,14 +47,10 @@ class Case:
         return (self.file, int(self.tc["tcId"]))
 
 
-def _load(name: str) -> dict[str, Any]:
-    return wycheproof(name)
-
-
 def _cases() -> list[Case]:
     out = []
     for name in FILES:
-        for group in _load(name)["testGroups"]:
+        for group in wycheproof(name)["testGroups"]:
             for tc in group["tests"]:
                 if "jwe" in tc:
                     out.append(Case(name, group["private"], tc))
@@ -74,7 +70,7 @@ def _decrypt(case: Case) -> bytes:
 
 def test_files_are_complete() -> None:
     for name, count in FILES.items():
-        data = _load(name)
+        data = wycheproof(name)
         assert data["numberOfTests"] == count
         assert sum(len(g["tests"]) for g in data["testGroups"]) == count
     # 139 JWE cases in the first file, 34 in the JWE groups of the second.

@@ -64,14 +64,10 @@ class Case:
     tc: dict[str, Any]
 
 
-def _load(name: str) -> dict[str, Any]:
-    return wycheproof(name)
-
-
 CASES = [
     Case(name, {k: v for k, v in group.items() if k != "tests"}, tc)
     for name in FILES
-    for group in _load(name)["testGroups"]
+    for group in wycheproof(name)["testGroups"]
     for tc in group["tests"]
 ]
 
@@ -82,7 +78,7 @@ def _id(case: Case) -> str:
 
 def test_files_are_complete() -> None:
     for name, count in FILES.items():
-        assert _load(name)["numberOfTests"] == count
+        assert wycheproof(name)["numberOfTests"] == count
         assert sum(c.file == name for c in CASES) == count
 
 
@@ -167,5 +163,5 @@ def test_invalid_curve_points_are_refused_before_agreement() -> None:
 def test_counts() -> None:
     gcm_jwe = [c for c in CASES if c.file == "aes_gcm_test.json" and _must_refuse_anyway(c) is None]
     assert len(gcm_jwe) == sum(
-        len(g["tests"]) for g in _load("aes_gcm_test.json")["testGroups"] if g["ivSize"] == 96 and g["tagSize"] == 128
+        len(g["tests"]) for g in wycheproof("aes_gcm_test.json")["testGroups"] if g["ivSize"] == 96 and g["tagSize"] == 128
     )
