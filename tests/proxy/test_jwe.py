@@ -227,3 +227,22 @@ async def test_a_config_reload_adds_and_removes_the_decryption_block(
     assert await gateway.reload()
     async with http.get(url(gateway, "/api/x"), headers=bearer(token)) as resp:
         assert resp.status == 401
+
+
+async def test_the_decision_port_decrypts_the_same_way(
+    make_gateway: GatewayFactory, tmp_path: Path, http: aiohttp.ClientSession, issuer: Issuer
+) -> None:
+    config = WITH_DECRYPTION.replace("server:\n", 'server:\n  authz_listen: "127.0.0.1:0"\n  authz_dialect: nginx\n', 1)
+    gateway = await start(make_gateway, tmp_path, config)
+    inner = issuer.token(sub="dora")
+    ask = {"X-Original-Method": "GET", "X-Original-URI": "/api/x"}
+    check = f"http://127.0.0.1:{gateway.authz_port}/check"
+    async with http.get(check, headers={**ask, **bearer(encrypt(inner, rsa_private_jwk(_RSA, "enc-rsa")))}) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-User-Id"] == "dora"
+        assert resp.headers["X-Jwt-Payload"] == inner.split(".")[1]
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    async with http.get(check, headers={**ask, **bearer(encrypt(inner, rsa_private_jwk(stranger, "enc-rsa")))}) as resp:
+        assert resp.status == 401
+        assert "could not be decrypted" in resp.headers["WWW-Authenticate"]
+        assert "X-User-Id" not in resp.headers
