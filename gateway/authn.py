@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
 from gateway.jose.jwe import NestedJws, is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
+from gateway.jose.trace import DECODE, DECRYPTION, ISSUER, KEY, Trace
 from gateway.jose.verifier import VerifyPolicy, verify_token
 from gateway.token_cache import STABLE_REJECTIONS, Rejection, TokenCache, VerifiedToken
 
@@ -59,18 +60,21 @@ class Authenticator:
         route: Route,
         issuers: IssuerTable,
         max_token_bytes: int,
+        trace: Trace | None = None,
+        *,
         decryption: DecryptionKeyStore | None = None,
     ) -> VerifiedToken:
         """Return the verified token, or raise TokenError with the reason it is refused.
 
         A five-segment token is a JWE: it is decrypted first (the time counts as verification
         time) and the compact JWS inside is then verified exactly as a plain token.
+        With a `trace` (gateway explain), every check is recorded and the cache is neither read nor filled.
         """
         started = time.perf_counter()
         issuer_label = UNKNOWN_ISSUER  # also while a JWE is still encrypted: its issuer is inside
         encrypted = is_compact_jwe(token)
         now = self._clock()
-        cached = self.cache.get(token, now)
+        cached = self.cache.get(token, now) if trace is None else None
         try:
             if cached is not None:
                 self._metrics.cache_hit.inc()
@@ -81,31 +85,50 @@ class Authenticator:
                 entry = cached
             else:
                 self._metrics.cache_miss.inc()
-                nested = _decrypt(token, decryption, max_token_bytes) if encrypted else None
-                parsed = parse_token(token if nested is None else nested.jws, max_bytes=max_token_bytes)
+                nested = _decrypt(token, decryption, max_token_bytes, trace) if encrypted else None
+                jws = token if nested is None else nested.jws
+                try:
+                    parsed = parse_token(jws, max_bytes=max_token_bytes)
+                except TokenError as exc:
+                    if trace is not None:
+                        trace.add(DECODE, "compact JWS", False, exc.description)
+                    raise
+                if trace is not None:
+                    trace.add(DECODE, "compact JWS", True, f"{len(jws)} bytes, at most {max_token_bytes}")
                 iss = parsed.claims.get("iss")
                 issuer = issuers.by_iss.get(iss) if isinstance(iss, str) else None
+                if trace is not None:
+                    _trace_issuers(trace, iss, issuer, issuers)
                 if issuer is None:
                     raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not configured")
                 issuer_label = issuer.name
                 if route.issuer_names is not None and issuer.name not in route.issuer_names:
+                    if trace is not None:
+                        trace.add(ISSUER, "route's issuers", False, f"{issuer.name} not in {sorted(route.issuer_names)}")
                     raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")
                 if issuer.require_encryption and nested is None:
+                    if trace is not None:
+                        trace.add(DECRYPTION, "require_encryption", False, f"issuer {issuer.name} accepts only JWE tokens")
                     raise TokenError(Reason.ENCRYPTION_REQUIRED, "the issuer's tokens must be encrypted")
                 keys = issuer.keys.keys
                 if keys is None:
+                    if trace is not None:
+                        trace.add(KEY, "key set", False, f"issuer {issuer.name} has no keys (its source has not loaded)")
                     raise TokenError(Reason.JWKS_UNAVAILABLE, "the issuer has no keys yet")
                 try:
-                    key = verify_token(parsed, issuer.policy, keys, now)
+                    key = verify_token(parsed, issuer.policy, keys, now, trace)
                 except TokenError as exc:
                     if exc.reason is not Reason.UNKNOWN_KEY:
                         raise
                     # A kid we have not seen: the issuer may have rotated. Refetch (single-flight,
                     # rate-limited by the key store) and try once more.
                     fresh = await issuer.keys.refetch_unknown_kid()
+                    if trace is not None:
+                        changed = fresh is not None and fresh is not keys
+                        trace.add(KEY, "refetch for an unknown kid", changed or None, "a new key set" if changed else "no new keys")
                     if fresh is None or fresh is keys:
                         raise
-                    key = verify_token(parsed, issuer.policy, fresh, self._clock())
+                    key = verify_token(parsed, issuer.policy, fresh, self._clock(), trace)
                 claims = parsed.claims
                 exp = _number(claims.get("exp"))
                 cache_until = now + self.cache.ttl if exp is None else min(exp, now + self.cache.ttl)
@@ -119,9 +142,10 @@ class Authenticator:
                     encrypted=encrypted,
                     payload_b64=None if nested is None else nested.jws.split(".", 2)[1],
                 )
-                self.cache.put(token, entry)
+                if trace is None:
+                    self.cache.put(token, entry)
         except TokenError as exc:
-            if exc.reason in STABLE_REJECTIONS and cached is None:
+            if exc.reason in STABLE_REJECTIONS and cached is None and trace is None:
                 self.cache.put(
                     token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl, encrypted)
                 )
@@ -131,12 +155,39 @@ class Authenticator:
         return entry
 
 
-def _decrypt(token: str, decryption: DecryptionKeyStore | None, max_token_bytes: int) -> NestedJws:
+def _decrypt(
+    token: str, decryption: DecryptionKeyStore | None, max_token_bytes: int, trace: Trace | None
+) -> NestedJws:
     """The JWS inside a JWE; without a `decryption` block every JWE is refused (after its structure)."""
-    if decryption is None:
-        parse_jwe(token, max_bytes=max_token_bytes)  # a structural fault is still `malformed`
-        raise TokenError(Reason.DECRYPT_FAILED, DECRYPT_FAILED_DESCRIPTION)
-    return decryption.unwrap(token, max_bytes=max_token_bytes)
+    try:
+        if decryption is None:
+            parse_jwe(token, max_bytes=max_token_bytes)  # a structural fault is still `malformed`
+            raise TokenError(Reason.DECRYPT_FAILED, DECRYPT_FAILED_DESCRIPTION)
+        nested = decryption.unwrap(token, max_bytes=max_token_bytes)
+    except TokenError as exc:
+        if trace is not None:
+            why = "no decryption block: every JWE is refused" if decryption is None else exc.description
+            trace.add(DECRYPTION, "compact JWE", False, f"{exc.reason.value}: {why}")
+        raise
+    if trace is not None:
+        h = nested.header
+        trace.add(
+            DECRYPTION, "compact JWE", True,
+            f"alg {h.get('alg')}, enc {h.get('enc')}, cty {h.get('cty')}, key {nested.key.kid or '(no kid)'} "
+            f"({nested.key.kty}); a compact JWS inside",
+        )
+    return nested
+
+
+def _trace_issuers(trace: Trace, iss: object, chosen: IssuerRuntime | None, issuers: IssuerTable) -> None:
+    """Which configured issuer the token's iss picks, and why each other one is not it."""
+    for candidate in issuers.by_name.values():
+        if candidate is chosen:
+            trace.add(ISSUER, candidate.name, True, f"iss {iss!r} is this issuer's")
+        else:
+            trace.add(ISSUER, candidate.name, None, f"not this token's: expects iss {candidate.iss!r}")
+    if chosen is None:
+        trace.add(ISSUER, "iss", False, f"{iss!r} names no configured issuer")
 
 
 def _check_cached(entry: VerifiedToken, route: Route, issuers: IssuerTable, now: float) -> None:

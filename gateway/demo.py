@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -19,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.config.load import parse_config
+from gateway.config.load import load_config
 from gateway.process_log import configure_logging
 from gateway.server import GatewayProcess, bound_port
 
@@ -149,13 +150,13 @@ class Demo:
     process: GatewayProcess
     runners: list[web.AppRunner]
     encryption_key: rsa.RSAPublicKey  # the gateway's public key, for the demo issuer to encrypt to
-    workdir: tempfile.TemporaryDirectory[str]
+    config_path: Path
 
     async def close(self) -> None:
         await self.process.stop()
         for runner in self.runners:
             await runner.cleanup()
-        self.workdir.cleanup()
+        shutil.rmtree(self.config_path.parent, ignore_errors=True)
 
 
 async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -182,21 +183,23 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
     echo_app.router.add_route("*", "/{tail:.*}", echo)
     echo_runner, echo_port = await _serve_app(echo_app)
 
-    workdir = tempfile.TemporaryDirectory(prefix="gateway-demo-")
+    # A real directory, so that `gateway explain -c` and the admin /config can name the files.
+    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     decryption_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    keys_file = _write_decryption_key(Path(workdir.name), decryption_key)
+    keys_file = _write_decryption_key(config_dir, decryption_key)
     text = DEMO_CONFIG.format(
         port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
         decryption_keys=keys_file,
         authz=_authz_keys(authz_port),
     )
-    config = parse_config(text, source="<demo>", base_dir=Path(workdir.name), environ=os.environ)
-    process = GatewayProcess(config)
+    config_path = config_dir / "gateway.yaml"
+    config_path.write_text(text)
+    process = GatewayProcess(load_config(config_path), str(config_path))
     await process.start()
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return Demo(issuer, process, [issuer_runner, echo_runner], decryption_key.public_key(), workdir)
+    return Demo(issuer, process, [issuer_runner, echo_runner], decryption_key.public_key(), config_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -226,9 +229,16 @@ curl -s {base}/public/hello
 # 200: an encrypted token (a signed JWT inside a JWE to the gateway's key); the upstream sees carol's claims
 curl -s -H 'Authorization: Bearer {encrypted}' {base}/api/orders
 
-# metrics and readiness
+# metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
+curl -s {admin}/config
+curl -s {admin}/keys
+
+# why a token passes or fails, check by check (exit 0 allowed, 1 refused); "-" reads the token from stdin
+gateway explain -c {demo.config_path} --path /api/orders {reader}
+gateway explain -c {demo.config_path} --path /admin/users {reader}
+gateway explain -c {demo.config_path} --path /api/orders {encrypted}
 {_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """

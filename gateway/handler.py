@@ -30,7 +30,7 @@ from gateway.decision import ConveyError
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, reply
+from gateway.local_reply import REPLIES, Decision, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
@@ -171,13 +171,11 @@ class Gateway:
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
         try:
-            verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes, rt.decryption)
+            verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes, decryption=rt.decryption)
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
-            if exc.reason is Reason.JWKS_UNAVAILABLE:
-                return self._refused(ex, Decision.KEYS_UNAVAILABLE)
-            return self._refused(ex, Decision.INVALID_TOKEN, exc.reason)
+            return self._refused(ex, token_refusal(exc.reason), exc.reason)
         ex.issuer = verified.issuer_name
         sub = verified.claims.get("sub")
         ex.sub = sub if isinstance(sub, str) else None

@@ -77,6 +77,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.ENCRYPTION_REQUIRED: "the token must be encrypted",
 }
 
+def token_refusal(reason: Reason) -> Decision:
+    """The decision for a token refused with `reason`: 503 when the issuer's keys cannot be had, else 401."""
+    return Decision.KEYS_UNAVAILABLE if reason is Reason.JWKS_UNAVAILABLE else Decision.INVALID_TOKEN
+
+
 RETRY_AFTER_SECONDS = "5"
 # Every response the gateway writes names it without a version (aiohttp would add its own
 # and Python's); a proxied response keeps the upstream's Server header.

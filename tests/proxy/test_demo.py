@@ -57,6 +57,20 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
                         assert body["headers"]["X-User-Id"] == ("carol" if encrypted else "alice")
                         seen_encrypted = seen_encrypted or encrypted
         assert seen_encrypted
+        # The printed explain lines: the read-only token passes on /api and fails /admin's scope rule;
+        # the encrypted one passes, with its decryption step shown.
+        explains = re.findall(r"^gateway (explain .*)$", text, flags=re.M)
+        assert len(explains) == 3
+        results = [
+            subprocess.run([sys.executable, "-m", "gateway", *shlex.split(line)], capture_output=True, text=True, timeout=60)
+            for line in explains
+        ]
+        assert [r.returncode for r in results] == [0, 1, 0]
+        assert "allowed: the request is forwarded upstream" in results[0].stdout
+        assert 'FAIL scope contains "admin": value "read"' in results[1].stdout
+        assert "403 insufficient_scope" in results[1].stdout
+        assert "decryption (JWE)\n  ok   compact JWE: alg RSA-OAEP-256, enc A256GCM" in results[2].stdout
+        assert "X-User-Id: carol" in results[2].stdout
 
 
 async def test_demo_authz_checks_do_what_they_say(tmp_path: Path) -> None:
