@@ -159,21 +159,14 @@ def _show_token(out: Explanation, token: str, max_bytes: int, decryption: Decryp
     A JWE's header is printed as received; its content only if our keys open it (the
     decryption step below says why not), and never its encrypted key, IV, ciphertext or tag."""
     out.lines.append("token")
-    if is_compact_jwe(token):
-        try:
+    try:
+        if is_compact_jwe(token):
             parts = parse_jwe(token, max_bytes=max_bytes)
-        except TokenError as exc:
-            out.lines.append(f"  cannot be decoded: {exc.description}")
-            return None
-        out.lines.append(f"  jwe header {_json(dict(parts.header))}")
-        out.lines.append(f"  encrypted  ({len(token)} characters: key, IV, ciphertext and tag not shown)")
-        try:
+            out.lines.append(f"  jwe header {_json(dict(parts.header))}")
+            out.lines.append(f"  encrypted  ({len(token)} characters: key, IV, ciphertext and tag not shown)")
             if decryption is None:
                 return None
             token = decryption.unwrap(token, max_bytes=max_bytes).jws
-        except TokenError:
-            return None
-    try:
         parsed = parse_token(token, max_bytes=max_bytes)
     except TokenError as exc:
         out.lines.append(f"  cannot be decoded: {exc.description}")
