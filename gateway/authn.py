@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.cert_binding import check_certificate_binding
 from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
 from gateway.jose.jwe import NestedJws, is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
@@ -42,6 +43,10 @@ class IssuerTable:
     by_name: dict[str, IssuerRuntime]
 
 
+def _no_certificate() -> str | None:
+    return None
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -63,12 +68,15 @@ class Authenticator:
         trace: Trace | None = None,
         *,
         decryption: DecryptionKeyStore | None = None,
+        client_certificate: Callable[[], str | None] = _no_certificate,
     ) -> VerifiedToken:
         """Return the verified token, or raise TokenError with the reason it is refused.
 
         A five-segment token is a JWE: it is decrypted first (the time counts as verification
         time) and the compact JWS inside is then verified exactly as a plain token.
         With a `trace` (gateway explain), every check is recorded and the cache is neither read nor filled.
+        `client_certificate` gives the thumbprint of the certificate the client proved it
+        holds (asked only for a certificate-bound token).
         """
         started = time.perf_counter()
         issuer_label = UNKNOWN_ISSUER  # also while a JWE is still encrypted: its issuer is inside
@@ -144,6 +152,9 @@ class Authenticator:
                 )
                 if trace is None:
                     self.cache.put(token, entry)
+            # Sender constraint: the binding is to this connection, so it is checked on every
+            # request, cached token or not (RFC 8705 §3).
+            check_certificate_binding(entry.claims, client_certificate, trace)
         except TokenError as exc:
             if exc.reason in STABLE_REJECTIONS and cached is None and trace is None:
                 self.cache.put(

@@ -75,9 +75,13 @@ async def explain(
     path: str = "/",
     host: str | None = None,
     offline: bool = False,
+    client_certificate: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Explanation:
-    """Explain what the gateway configured by `config` would answer to `method path` carrying `token`."""
+    """Explain what the gateway configured by `config` would answer to `method path` carrying `token`.
+
+    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens).
+    """
     out = Explanation()
     keystore = KeyStore(config.issuers)
     decryption = None
@@ -86,7 +90,7 @@ async def explain(
         decryption.load()  # read once, as the server does at start; explain does not watch the file
     runtime = build_runtime(config, keystore, decryption=decryption)
     try:
-        await _explain(out, runtime, token, method.upper(), path, host, offline, clock)
+        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock)
     finally:
         await keystore.close()
         await runtime.upstream.close()
@@ -95,7 +99,7 @@ async def explain(
 
 async def _explain(
     out: Explanation, rt: Runtime, token: str, method: str, path: str, host: str | None, offline: bool,
-    clock: Callable[[], float],
+    client_certificate: str | None, clock: Callable[[], float],
 ) -> None:
     config = rt.config
     out.lines.append(f"gateway explain: {method} {path}  (config {config.source}, sha256 {(config.sha256 or '-')[:12]})")
@@ -129,7 +133,10 @@ async def _explain(
     # 3. The token: the Authenticator's own checks, each recorded in the trace.
     authn = Authenticator(TokenCache(0, 1.0), Metrics(), clock=clock)
     try:
-        verified = await authn.authenticate(token, route, rt.issuers, rt.max_token_bytes, trace, decryption=rt.decryption)
+        verified = await authn.authenticate(
+            token, route, rt.issuers, rt.max_token_bytes, trace,
+            client_certificate=lambda: client_certificate, decryption=rt.decryption,
+        )
     except TokenError as exc:
         if not any(check.ok is False for check in trace.checks):
             # A refusal no step recorded (verify_token's last resort): still say why.

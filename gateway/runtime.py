@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
+from gateway.cert_binding import ClientCertificates
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
 from gateway.decision import DecisionEdge
@@ -36,6 +37,7 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    client_certs: ClientCertificates
     decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
     decryption: DecryptionKeyStore | None = None  # absent: every JWE is refused
@@ -82,6 +84,7 @@ def build_runtime(
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
         decryption=decryption,
+        client_certs=ClientCertificates(config.server.forwarded_client_cert),
         decision=DecisionEdge(
             config.server.authz_dialect, config.server.authz_path_prefix, claim_plan.strip_names
         ),

@@ -15,6 +15,8 @@ AuthzDialect = Literal["auto", "traefik", "nginx", "envoy"]
 TokenLocation = Literal["header", "cookie", "query"]
 JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
+TlsClientAuth = Literal["none", "optional", "required"]
+TlsMinVersion = Literal["1.2", "1.3"]
 
 
 class Secret:
@@ -57,6 +59,25 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS on the proxy port. Paths are absolute (relative ones resolved against the config file)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # required unless client_auth is "none"
+    client_auth: TlsClientAuth = "none"
+    min_version: TlsMinVersion = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedClientCertConfig:
+    """A front proxy's client-certificate header (Envoy's XFCC), believed only from `trusted_peers`."""
+
+    trusted_peers: tuple[str, ...]  # IP networks in canonical form ("10.0.0.0/8", "::1/128")
+    header: str = "x-forwarded-client-cert"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: Listen = Listen("0.0.0.0", 8080)
     admin_listen: Listen = Listen("127.0.0.1", 9901)
@@ -69,6 +90,8 @@ class ServerConfig:
     workers: int = 1
     # The process log's level (debug, info, warning, error); debug adds, per refused token, the failed check.
     log_level: str = "info"
+    tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
+    forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
     # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
     authz_listen: Listen | None = None
     authz_dialect: AuthzDialect = "auto"
