@@ -189,7 +189,8 @@ class Gateway:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
         try:
             verified = await self.authn.authenticate(
-                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate
+                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate,
+                decryption=rt.decryption,
             )
         except TokenError as exc:
             ex.reason = exc.reason.value
@@ -226,8 +227,9 @@ class Gateway:
             _debug_refusal(ex, check=f"claim rule on {failed!r} does not hold")
             return self._refused(ex, Decision.INSUFFICIENT_SCOPE)
 
-        # 5. Claim headers (the payload header is the token's own middle segment).
-        return rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+        # 5. Claim headers (the payload header is the signed JWS's payload segment: the token's
+        #    own middle segment, or for an encrypted token the one inside).
+        return rt.claim_plan.headers(verified.claims, verified.payload_b64 or token.split(".", 2)[1])
 
     def record_unparsed(self, decision: Decision, listener: Listener) -> None:
         """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""

@@ -23,6 +23,7 @@ from gateway.jose.verifier import VerifyPolicy
 from gateway.routing import Router
 
 if TYPE_CHECKING:
+    from gateway.decryption_keys import DecryptionKeyStore
     from gateway.keystore import KeyStore
 
 
@@ -42,10 +43,15 @@ class Runtime:
     client_certs: ClientCertificates
     decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
+    decryption: DecryptionKeyStore | None = None  # absent: every JWE is refused
 
 
 def build_runtime(
-    config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None, dpop_shared: DpopShared | None = None
+    config: GatewayConfig,
+    keystore: KeyStore,
+    previous: Runtime | None = None,
+    decryption: DecryptionKeyStore | None = None,
+    dpop_shared: DpopShared | None = None,
 ) -> Runtime:
     """Compile everything the request path needs; raises nothing for a validated config.
 
@@ -66,7 +72,7 @@ def build_runtime(
             ),
             typ=cfg.typ,
         )
-        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name)))
+        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name), cfg.require_encryption))
     claim_plan = ClaimHeaderPlan(config.forward)
     return Runtime(
         config=config,
@@ -86,6 +92,7 @@ def build_runtime(
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
         dpop=dpop,
+        decryption=decryption,
         client_certs=ClientCertificates(config.server.forwarded_client_cert),
         decision=DecisionEdge(
             config.server.authz_dialect, config.server.authz_path_prefix, claim_plan.strip_names

@@ -20,6 +20,7 @@ from gateway.admin import Admin
 from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
 from gateway.config.model import GatewayConfig, Listen
+from gateway.decryption_keys import DecryptionKeyStore
 from gateway.dpop_state import DpopShared
 from gateway.handler import Gateway
 from gateway.keystore import KeyStore
@@ -93,9 +94,9 @@ class GatewayProcess:
         self.access_log = AccessLog()
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
-        self.gateway = Gateway(
-            build_runtime(config, self.keystore, dpop_shared=self.dpop_shared), self.authn, self.metrics, self.access_log
-        )
+        self.decryption = self._new_decryption(config)
+        runtime = build_runtime(config, self.keystore, decryption=self.decryption, dpop_shared=self.dpop_shared)
+        self.gateway = Gateway(runtime, self.authn, self.metrics, self.access_log)
         # TLS on the proxy port is decided at start; its files and settings follow reloads.
         self.tls = ServerTls(config.server.tls, self.metrics) if config.server.tls is not None else None
         self._proxy_runner: web.ServerRunner | None = None
@@ -125,9 +126,22 @@ class GatewayProcess:
             issuer.add_listener(on_change)
         return keystore
 
+    def _new_decryption(self, config: GatewayConfig) -> DecryptionKeyStore | None:
+        if config.decryption is None:
+            return None
+        store = DecryptionKeyStore(config.decryption)
+        # New keys (a Secret update): verdicts on JWEs are forgotten, so a removed key's tokens stop at once.
+        def on_change(_keys: object) -> None:
+            self.authn.cache.drop_encrypted()
+
+        store.add_listener(on_change)
+        return store
+
     async def start(self) -> None:
         cfg = self.runtime.config
         await self.keystore.start()
+        if self.decryption is not None:
+            self.decryption.start()
         shared = cfg.server.workers > 1  # workers share the ports; the kernel spreads connections
         if shared:
             # A worker joins the shared ports once it has keys, so a (re)started worker never
@@ -209,11 +223,17 @@ class GatewayProcess:
             self._reload_tls(config)
             keystore = self._new_keystore(config, old_runtime.keystore)
             await keystore.start()
-            runtime = build_runtime(config, keystore, previous=old_runtime, dpop_shared=self.dpop_shared)
+            decryption = self._new_decryption(config)
+            if decryption is not None:
+                decryption.start()
+            runtime = build_runtime(
+                config, keystore, previous=old_runtime, decryption=decryption, dpop_shared=self.dpop_shared
+            )
             self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
             self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
             self.keystore = keystore
+            old_decryption, self.decryption = self.decryption, decryption
             self.metrics.config_reloads.labels("ok").inc()
             set_log_level(config.server.log_level)
             log.info(
@@ -221,6 +241,8 @@ class GatewayProcess:
                 extra={"config": self.config_path, "issuers": len(config.issuers), "routes": len(config.routes)},
             )
         await old_runtime.keystore.close()
+        if old_decryption is not None:
+            await old_decryption.close()
         if old_runtime.upstream is not runtime.upstream:
             asyncio.get_running_loop().call_later(
                 config.server.shutdown_grace, lambda: asyncio.ensure_future(old_runtime.upstream.close())
@@ -259,6 +281,8 @@ class GatewayProcess:
         )
         await self.runtime.upstream.close()
         await self.keystore.close()
+        if self.decryption is not None:
+            await self.decryption.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         self.access_log.flush()

@@ -164,7 +164,18 @@ class IssuerConfig:
     typ: tuple[str, ...] = ("JWT", "at+jwt")
     jwks: JwksConfig | None = None  # None only when every algorithm is HS*
     secret: Secret | None = None  # resolved bytes for HS*; never inline in YAML
+    require_encryption: bool = False  # a plain JWS from this issuer gets 401 (needs `decryption`)
     dpop: DpopConfig = field(default_factory=DpopConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionConfig:
+    """The gateway's own JWE private keys and the allow-lists they are used under (SPEC Part 2)."""
+
+    kind: Literal["file", "env"]
+    location: str  # an absolute file path, or an environment variable's name
+    algorithms: tuple[str, ...]  # key management (`alg`)
+    encryption: tuple[str, ...]  # content encryption (`enc`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,5 +230,6 @@ class GatewayConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     routes: tuple[RouteConfig, ...] = ()
     cache: CacheConfig = field(default_factory=CacheConfig)
+    decryption: DecryptionConfig | None = None  # absent: every JWE is refused
     source: str | None = None  # the file it was read from, for messages
     sha256: str | None = None  # hex digest of the file's bytes, set by load_config
