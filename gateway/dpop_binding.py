@@ -1,6 +1,7 @@
 """The DPoP binding step (RFC 9449 §7): a verified token and its request's proof must belong together.
 
-Runs on every request with a token, cached or not, after authentication:
+Runs on every request with a token, cached or not, at the end of authentication (so a
+refusal is the verification result):
 
 - `Bearer` scheme: a token carrying `cnf.jkt` is refused whatever the mode (§7.2:
   no downgrade); with mode `required`, so is every token (it must be DPoP-bound).

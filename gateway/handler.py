@@ -35,6 +35,7 @@ from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, DpopChal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
+from gateway.token_cache import VerifiedToken
 
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -187,10 +188,20 @@ class Gateway:
             return self._refused(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
+        def dpop_binding(entry: VerifiedToken) -> None:
+            # Sender constraint (RFC 9449): the token's cnf.jkt and the request's DPoP proof belong
+            # together, on every request, cached token or not. It runs inside authentication, so
+            # its refusal is the verification result.
+            ex.issuer = entry.issuer_name
+            ex.dpop_nonce = rt.dpop.check(
+                issuer_name=entry.issuer_name, claims=entry.claims, token=token, dpop_scheme=dpop_scheme,
+                method=asked.method, path=path, headers=asked.headers, host=asked.host, scheme=scheme, peer=peer,
+            )
+
         try:
             verified = await self.authn.authenticate(
                 token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate,
-                decryption=rt.decryption,
+                decryption=rt.decryption, dpop_binding=dpop_binding,
             )
         except TokenError as exc:
             ex.reason = exc.reason.value
@@ -199,26 +210,19 @@ class Gateway:
             # RFC 9449 §7.1: the token's own faults are answered under the scheme it came with.
             dpop = None
             if dpop_scheme and decision is Decision.INVALID_TOKEN:
-                dpop = DpopChallenge(REASON_DESCRIPTIONS[exc.reason], rt.dpop.algs(None))
+                dpop = DpopChallenge(REASON_DESCRIPTIONS[exc.reason], rt.dpop.algs(ex.issuer))
             return self._refused(ex, decision, exc.reason, dpop)
-        ex.issuer = verified.issuer_name
-        sub = verified.claims.get("sub")
-        ex.sub = sub if isinstance(sub, str) else None
-
-        # 3b. Sender constraint (RFC 9449): the token's cnf.jkt and the request's DPoP proof
-        # belong together, on every request, cached token or not.
-        try:
-            ex.dpop_nonce = rt.dpop.check(
-                issuer_name=verified.issuer_name, claims=verified.claims, token=token, dpop_scheme=dpop_scheme,
-                method=asked.method, path=path, headers=asked.headers, host=asked.host, scheme=scheme, peer=peer,
-            )
         except DpopRefusal as refusal:
             ex.reason = refusal.reason
             _debug_refusal(ex, check=refusal.description)
-            self.metrics.dpop_check(verified.issuer_name, refusal.result).inc()
+            if ex.issuer is not None:
+                self.metrics.dpop_check(ex.issuer, refusal.result).inc()
             return self._refused(ex, DPOP_DECISIONS[refusal.kind], dpop=rt.dpop.challenge(refusal, ex.issuer, dpop_scheme))
         if dpop_scheme:
             self.metrics.dpop_check(verified.issuer_name, "ok").inc()
+        ex.issuer = verified.issuer_name
+        sub = verified.claims.get("sub")
+        ex.sub = sub if isinstance(sub, str) else None
 
         # 4. Authorization: the route's claim rules, on every request, cached token or not.
         failed = route.rules.first_failure(verified.claims)

@@ -276,6 +276,13 @@ async def test_replayed_proof_is_refused_and_the_cached_token_still_needs_a_fres
         assert resp.status == 200
     results = await dpop_results(http, dpop_gateway)
     assert results == {"ok": 2, "dpop_replayed": 1, "dpop_missing": 1, "dpop_binding_mismatch": 1}
+    # The binding runs inside authentication: its refusal is the verification result (SPEC labels).
+    verified = {
+        result: dpop_gateway.metrics.registry.get_sample_value(
+            "gateway_jwt_verify_seconds_count", {"issuer": "corp", "result": result})
+        for result in ("ok", "dpop_replayed", "dpop_missing", "dpop_binding_mismatch")
+    }
+    assert verified == {"ok": 2, "dpop_replayed": 1, "dpop_missing": 1, "dpop_binding_mismatch": 1}
 
 
 # --- nonces (RFC 9449 §8, §9) ------------------------------------------------------------------------
