@@ -59,11 +59,15 @@ class HeaderPlan:
     drop: frozenset[str]  # lower-case names
 
     @classmethod
-    def build(cls, claim_header_names: Iterable[str], keep_authorization: bool) -> HeaderPlan:
+    def build(
+        cls, claim_header_names: Iterable[str], keep_authorization: bool, *, drop_dpop_proof: bool = False
+    ) -> HeaderPlan:
         drop = set(HOP_BY_HOP | GATEWAY_SET | CONSUMED)
         drop.update(n.lower() for n in claim_header_names)
         if not keep_authorization:
             drop.add("authorization")
+        if drop_dpop_proof:
+            drop.add("dpop")  # the proof was for the gateway (SPEC: never forwarded upstream)
         return cls(frozenset(drop))
 
     def request_headers(
@@ -147,9 +151,15 @@ class Upstream:
         self._pool.close()
 
     async def forward(
-        self, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
+        self,
+        request: ServerRequest,
+        path_qs: str,
+        headers: list[tuple[str, str]],
+        ex: Exchange,
+        reply_headers: tuple[tuple[str, str], ...] = (),
     ) -> int:
-        """Send the request upstream and stream the answer back; ex gets the time to response headers."""
+        """Send the request upstream and stream the answer back; ex gets the time to response headers.
+        `reply_headers` are the gateway's own, set on the answer (a fresh DPoP-Nonce)."""
         method = request.method
         fields = headers
         if "Host" not in request.headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
@@ -173,6 +183,10 @@ class Upstream:
         reusable = False
         try:
             response_headers = _response_headers(head.headers, ex.request_id)
+            if reply_headers:
+                ours = {name.lower() for name, _ in reply_headers}
+                response_headers = [(n, v) for n, v in response_headers if n.lower() not in ours]
+                response_headers.extend(reply_headers)
             if whole is not None:
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
