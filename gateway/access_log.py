@@ -46,14 +46,15 @@ def _opt(value: str | None) -> str:
 
 
 def format_line(ex: Exchange, duration: float, now: float) -> str:
-    """The JSON object of one request. Every string goes through the JSON encoder's own quoting."""
+    """The JSON object of one request. Every string goes through the JSON encoder's own quoting.
+    (Listener and Decision are StrEnums: formatted, they are their values, without `.value`'s descriptor.)"""
     upstream_ms = "null" if ex.upstream_seconds is None else f"{ex.upstream_seconds * 1000:.3f}"
     sub = None if ex.sub is None else ex.sub[:_SUB_MAX]
     return (
-        f'{{"ts":{now:.3f},"listener":"{ex.listener.value}","request_id":{_quote(ex.request_id)},"method":{_quote(ex.method)},'
+        f'{{"ts":{now:.3f},"listener":"{ex.listener}","request_id":{_quote(ex.request_id)},"method":{_quote(ex.method)},'
         f'"path":{_quote(ex.path)},"route":{_quote(ex.route)},"status":{ex.status},'
         f'"duration_ms":{duration * 1000:.3f},"upstream_ms":{upstream_ms},"issuer":{_opt(ex.issuer)},'
-        f'"sub":{_opt(sub)},"decision":"{ex.decision.value}","reason":{_opt(ex.reason)}}}\n'
+        f'"sub":{_opt(sub)},"decision":"{ex.decision}","reason":{_opt(ex.reason)}}}\n'
     )
 
 

@@ -88,14 +88,14 @@ class Authenticator:
         cached = self.cache.get(token, now) if trace is None else None
         try:
             if cached is not None:
-                self._metrics.cache_hit.inc()
+                self._metrics.count_cache_hit(1)
                 issuer_label = cached.issuer_name
                 if isinstance(cached, Rejection):
                     raise TokenError(cached.reason, cached.description)
                 _check_cached(cached, route, issuers, now)
                 entry = cached
             else:
-                self._metrics.cache_miss.inc()
+                self._metrics.count_cache_miss(1)
                 nested = _decrypt(token, decryption, max_token_bytes, trace) if encrypted else None
                 jws = token if nested is None else nested.jws
                 try:

@@ -79,7 +79,7 @@ class Gateway:
         ex = Exchange(
             request_id=_request_id(request), method=request.method, started=time.perf_counter(), listener=listener
         )
-        self.metrics.inflight.inc()
+        self.metrics.add_inflight(1)
         try:
             ex.status = await serve(request, rt, ex)
         except asyncio.CancelledError:
@@ -92,7 +92,7 @@ class Gateway:
             ex.decision = Decision.INTERNAL_ERROR
             raise
         finally:
-            self.metrics.inflight.dec()
+            self.metrics.add_inflight(-1)
             self._record(ex)
 
     async def _proxy(self, request: ServerRequest, rt: Runtime, ex: Exchange) -> int:
@@ -257,7 +257,7 @@ class Gateway:
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
         children = self.metrics.route_children(ex.listener, ex.route, ex.status)
-        children.requests.inc()
+        children.requests(1)
         children.duration.observe(duration)
         if ex.upstream_seconds is not None:
             children.upstream.observe(ex.upstream_seconds)

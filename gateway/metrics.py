@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +42,7 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 class RouteChildren:
     """Label children of one (route, status): looked up once, then reused by every request."""
 
-    requests: Any
+    requests: Callable[[float], None]  # the requests counter child's increment (see _adder)
     duration: Any
     upstream: Any
 
@@ -75,6 +76,14 @@ def _bound(
         child = metric.labels(first, second)
         child = children[key] = child if wrap is None else wrap(child)
     return child
+
+
+def _adder(child: Any) -> Callable[[float], None]:
+    """A counter or gauge child's increment straight on its value: prometheus_client's inc() and
+    dec() check, on every call, what holds by construction here (a bound child, a known amount).
+    Gauges add a negative amount to decrease, as Gauge.dec does."""
+    add: Callable[[float], None] = child._value.inc
+    return add
 
 
 class _LoopValue(values.MutexValue):
@@ -187,6 +196,10 @@ class Metrics:
         self._dpop_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
+        # The per-request counts, through _adder.
+        self.count_cache_hit = _adder(self.cache_hit)
+        self.count_cache_miss = _adder(self.cache_miss)
+        self.add_inflight = _adder(self.inflight)
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
             self.tls_reloads.labels(result)
@@ -197,7 +210,7 @@ class Metrics:
         children = self._route_children.get(key)
         if children is None:
             children = RouteChildren(
-                self.requests.labels(listener, route, str(status)),
+                _adder(self.requests.labels(listener, route, str(status))),
                 _Observer(self.request_duration.labels(listener, route)),
                 _Observer(self.upstream_duration.labels(route)),
             )
