@@ -115,21 +115,24 @@ def _named_in(connection: str) -> set[str]:
 def _response_headers(upstream: list[tuple[str, str]], request_id: str) -> list[tuple[str, str]]:
     """Upstream response headers less hop-by-hop ones (and those its Connection names); repeats such
     as Set-Cookie kept; X-Request-Id and Server added when the upstream sent none."""
-    drop = HOP_BY_HOP
-    for name, value in upstream:
-        if name.lower() == "connection":
-            drop = drop | _named_in(value)
     out: list[tuple[str, str]] = []
+    named: set[str] | None = None
     has_id = has_server = False
-    for name, value in upstream:
+    for name, value in upstream:  # one pass, lowering each name once
         lower = name.lower()
-        if lower in drop:
+        if lower in HOP_BY_HOP:
+            if lower == "connection":
+                named = _named_in(value) if named is None else named | _named_in(value)
             continue
         if lower == "x-request-id":
             has_id = True
         elif lower == "server":
             has_server = True
         out.append((name, value))
+    if named:  # rare: a Connection header naming more than itself; the second pass only then
+        out = [(n, v) for n, v in out if n.lower() not in named]
+        has_id = "x-request-id" not in named and has_id
+        has_server = "server" not in named and has_server
     # The client can correlate with our logs even when the app does not echo the id.
     if not has_id:
         out.append(("X-Request-Id", request_id))

@@ -381,9 +381,8 @@ class Http1Request:
                 transport.write(_CONTINUE)
 
     def _head(self, status: int, reason: str, headers: list[tuple[str, str]], extra: bytes) -> bytes:
-        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        return "".join(lines).encode("utf-8", "surrogateescape") + extra + (
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        return f"HTTP/1.1 {status} {reason}\r\n{fields}".encode("utf-8", "surrogateescape") + extra + (
             b"\r\n" if self.keep_alive else b"Connection: close\r\n\r\n"
         )
 

@@ -144,10 +144,8 @@ class Pool:
 
 def encode_head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
     """The request line and headers in one buffer; values were checked for CR/LF upstream of here."""
-    lines = [f"{method} {target} HTTP/1.1"]
-    lines.extend(f"{name}: {value}" for name, value in headers)
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return f"{method} {target} HTTP/1.1\r\n{fields}\r\n".encode("utf-8", "surrogateescape")
 
 
 _NO_BODY_STATUS = frozenset({204, 304})
