@@ -136,7 +136,9 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
 
 
 # base64url -> base64 (RFC 4648 §5 vs §4), for the C decoder without the stdlib's wrappers.
-_FROM_URLSAFE: Final = str.maketrans("-_", "+/")
+# A bytes table: bytes.translate is one C lookup per octet, where str.translate with a
+# str.maketrans dict costs a dict lookup per character (~10x slower on a signature).
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
 
 
 def b64decode_segment(segment: str, what: str) -> bytes:
@@ -148,7 +150,8 @@ def b64decode_segment(segment: str, what: str) -> bytes:
         raise TokenError(Reason.MALFORMED, f"The token {what} is not canonical base64url.")
     try:
         # The alphabet was checked by the caller's pattern, so the non-validating decoder is exact here.
-        return binascii.a2b_base64(segment.translate(_FROM_URLSAFE) + "=" * (-rem % 4))
+        # The pattern also made it ASCII, so encoding cannot fail.
+        return binascii.a2b_base64(segment.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-rem % 4))
     except (binascii.Error, ValueError) as exc:  # pragma: no cover - unreachable after the checks
         raise TokenError(Reason.MALFORMED, f"The token {what} is not valid base64url.") from exc
 
