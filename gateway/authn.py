@@ -164,7 +164,7 @@ class Authenticator:
             self._metrics.verify_histogram(issuer_label, refusal.result).observe(time.perf_counter() - started)
             raise
         except TokenError as exc:
-            if exc.reason in STABLE_REJECTIONS and cached is None and trace is None:
+            if exc.reason in STABLE_REJECTIONS and cached is None and trace is None and self.cache.enabled:
                 self.cache.put(
                     token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl, encrypted)
                 )

@@ -73,6 +73,11 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def enabled(self) -> bool:
+        """False with cache.max_entries 0: nothing is kept, so a verdict need not be built for it."""
+        return self._max > 0
+
     def get(self, token: str, now: float) -> Verdict | None:
         if not self._entries:
             return None
