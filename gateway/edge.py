@@ -91,8 +91,9 @@ class ServerRequest(Protocol):
     async def write(self, data: bytes) -> None:
         """A piece of the response body; waits while the client's socket buffer is full."""
 
-    async def end(self) -> None:
-        """The response body is complete."""
+    async def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
+        """The response body is complete; `trailers` (an HTTP/2 upstream's, gRPC's status) follow it
+        where the protocol can carry them."""
 
     def abort(self) -> None:
         """Cut the connection: a truncated body must never look complete."""

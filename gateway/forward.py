@@ -1,4 +1,4 @@
-"""Forwarding to the upstream: header rewrite by a precomputed plan, streamed bodies both ways, WebSockets."""
+"""Forwarding to the upstream: header rewrite by a precomputed plan, streamed bodies both ways, WebSockets, h2c."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -13,7 +14,9 @@ from yarl import URL
 from gateway.access_log import Exchange
 from gateway.config.model import UpstreamConfig
 from gateway.edge import Body, ServerRequest, Tunnel
+from gateway.grpc import upstream_deadline
 from gateway.local_reply import SERVER_HEADER
+from gateway.upstream_h2 import H2Pool, UpstreamStream
 from gateway.upstream_http import (
     CHUNK,
     Connection,
@@ -142,14 +145,20 @@ class Upstream:
         self._default_host = f"{url.host}:{url.port}" if url.port else str(url.host)
         self._pool = Pool(str(url.host), int(url.port or 80), cfg.connect_timeout, tls=url.scheme == "https")
         self._timeout = cfg.timeout
+        # upstream.protocol: h2c: requests go over multiplexed HTTP/2 connections instead.
+        self._h2 = H2Pool(str(url.host), int(url.port or 80), cfg.connect_timeout) if cfg.protocol == "h2c" else None
 
     async def close(self) -> None:
         self._pool.close()
+        if self._h2 is not None:
+            self._h2.close()
 
     async def forward(
         self, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
     ) -> int:
         """Send the request upstream and stream the answer back; ex gets the time to response headers."""
+        if self._h2 is not None:
+            return await self._forward_h2(self._h2, request, path_qs, headers, ex)
         method = request.method
         fields = headers
         if "Host" not in request.headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
@@ -250,6 +259,56 @@ class Upstream:
                 self._pool.unwatch(conn)
         raise AssertionError("unreachable")
 
+    async def _forward_h2(
+        self, pool: H2Pool, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
+    ) -> int:
+        """The same exchange over HTTP/2: both bodies stream, trailers pass (gRPC's status lives there);
+        the wait for the answer is bounded by upstream.timeout, or a shorter grpc-timeout."""
+        fields = _h2_request_fields(request, path_qs, headers, self._default_host)
+        started = time.perf_counter()
+        try:
+            stream = await pool.open(fields, end=not request.has_body)
+        except UpstreamConnectTimeout as exc:
+            raise UpstreamTimeout() from exc
+        except UpstreamConnectError as exc:
+            raise UpstreamUnreachable() from exc
+        sending = asyncio.ensure_future(_send_h2_body(request.body, stream)) if request.has_body else None
+        try:
+            try:
+                async with asyncio.timeout(upstream_deadline(request.headers, self._timeout)):
+                    head = await stream.head
+            except TimeoutError as exc:
+                raise UpstreamTimeout() from exc
+            except UpstreamProtocolError as exc:
+                raise UpstreamUnreachable() from exc
+            ex.upstream_seconds = time.perf_counter() - started
+            status = int(head[0][1])
+            response_headers = _response_headers(head[1:], ex.request_id)
+            if stream.ended:  # no body (a gRPC trailers-only answer among them): one HEADERS frame
+                if not any(n == "content-length" for n, _ in head):
+                    response_headers.append(("content-length", "0"))
+                await request.send_response(status, _reason(status), response_headers, b"")
+                return status
+            length = next((v for n, v in head if n == "content-length"), None)
+            await request.start_response(status, _reason(status), response_headers, chunked=length is None)
+            try:
+                while True:
+                    async with asyncio.timeout(self._timeout):
+                        piece = await stream.read()
+                    if not piece:
+                        break
+                    await request.write(piece)
+            except (UpstreamProtocolError, TimeoutError):
+                ex.reason = "upstream_broke_mid_body"
+                request.abort()  # headers are gone: never let a truncated answer look complete
+                return status
+            await request.end(stream.trailers)
+            return status
+        finally:
+            if not stream.ended:
+                stream.cancel()  # the client left, or the answer was cut: the upstream stops too
+            await _settle(sending)
+
     async def websocket(
         self, request: ServerRequest, path_qs: str, fields: list[tuple[str, str]], ex: Exchange
     ) -> int:
@@ -316,6 +375,39 @@ async def _settle(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _h2_request_fields(
+    request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], default_host: str
+) -> list[tuple[bytes, bytes]]:
+    """RFC 9113 §8.3.1: the request line as pseudo-headers first, Host as :authority, names lower-case."""
+    authority = request.headers.get("Host") or default_host
+    fields = [
+        (b":method", request.method.encode()), (b":scheme", b"http"),
+        (b":authority", authority.encode("latin-1")), (b":path", path_qs.encode("latin-1")),
+    ]
+    for name, value in headers:
+        lower = name.lower()
+        if lower != "host":
+            fields.append((lower.encode("latin-1"), value.encode("utf-8", "surrogateescape")))
+    # TE is hop-by-hop, but "trailers" is the one value HTTP/2 carries (§8.2.2), and gRPC requires it.
+    if "trailers" in request.headers.get("TE", "").lower():
+        fields.append((b"te", b"trailers"))
+    return fields
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+async def _send_h2_body(body: Body, stream: UpstreamStream) -> None:
+    """Copy the client's body to the upstream stream as it arrives, then end the stream."""
+    while piece := await body.read(CHUNK):
+        await stream.send(piece)
+    stream.end()
 
 
 async def _send_body(body: Body, writer: asyncio.StreamWriter, *, chunked: bool) -> None:

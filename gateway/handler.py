@@ -27,6 +27,7 @@ from gateway.decision import ConveyError
 from gateway.edge import ServerRequest
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
+from gateway.grpc import is_grpc
 from gateway.jose.errors import Reason, TokenError
 from gateway.local_reply import REPLIES, Decision, LocalReply, reply, token_refusal
 from gateway.metrics import Metrics
@@ -100,7 +101,7 @@ class Gateway:
             asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers)
         )
         if isinstance(verdict, Refused):
-            return _send(request, reply(verdict.decision, ex.request_id, verdict.reason))
+            return _refusal(request, reply(verdict.decision, ex.request_id, verdict.reason))
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
@@ -214,7 +215,7 @@ class Gateway:
 
     def _refuse(self, request: ServerRequest, ex: Exchange, decision: Decision) -> int:
         ex.decision = decision
-        return _send(request, reply(decision, ex.request_id))
+        return _refusal(request, reply(decision, ex.request_id))
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
@@ -267,6 +268,13 @@ def _is_websocket(request: ServerRequest) -> bool:
         and "upgrade" in headers.get("Connection", "").lower()
     )
 
+
+
+def _refusal(request: ServerRequest, local: LocalReply) -> int:
+    """The proxy port's refusals. One to a gRPC call is a gRPC answer (SPEC): HTTP 200, trailers-only,
+    grpc-status and grpc-message; metrics and the access log keep the status it maps from (401, 403...)."""
+    request.send_local(local.for_grpc() if is_grpc(request.headers) else local)
+    return local.status
 
 
 def _send(request: ServerRequest, local: LocalReply) -> int:

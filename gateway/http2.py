@@ -48,6 +48,7 @@ from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.edge import Edge
+from gateway.grpc import is_grpc
 from gateway.http1 import Http1Connection
 from gateway.local_reply import Decision, LocalReply, reply
 
@@ -238,14 +239,13 @@ class Http2Connection(asyncio.Protocol):
             return
         stream = Http2Stream(self, stream_id, event.headers, ended=event.stream_ended is not None)
         self._streams[stream_id] = stream
-        if stream.too_large:
-            self._edge.record_refused(Decision.HEADERS_TOO_LARGE)
-            stream.send_local(reply(Decision.HEADERS_TOO_LARGE, "-"))
-            self._forget(stream)
-            return
-        if not self._edge.begin_request():
-            self._edge.record_refused(Decision.OVERLOADED)
-            stream.send_local(reply(Decision.OVERLOADED, "-"))
+        refused = Decision.HEADERS_TOO_LARGE if stream.too_large else None
+        if refused is None and not self._edge.begin_request():
+            refused = Decision.OVERLOADED
+        if refused is not None:  # answered here: the request path never sees it
+            self._edge.record_refused(refused)
+            local = reply(refused, "-")
+            stream.send_local(local.for_grpc() if is_grpc(stream.headers) else local)
             self._forget(stream)
             return
         self._tasks += 1

@@ -109,6 +109,7 @@ class UpstreamConfig:
     url: str = "http://127.0.0.1:8000"
     connect_timeout: float = 2.0
     timeout: float = 30.0
+    protocol: Literal["http1", "h2c"] = "http1"  # h2c: HTTP/2 without TLS (gRPC services need it)
 
 
 @dataclass(frozen=True, slots=True)
