@@ -44,6 +44,29 @@ PAIRS = {
 OPEN_PAIRS = {"rs256-single": ("gateway", "envoy-cache"), "rs256-distinct": ("gateway-nocache", "envoy-nocache")}
 
 
+def start_nginx(procs: B.Procs, tmp: Path) -> B.Target:
+    """The nginx upstream (bench.py's config), pinned with the load generator."""
+    up_port, sink_port = B.free_port(), B.free_port()
+    nginx = procs.start("nginx", B.taskset(B.LOAD_CPUS, ["/usr/sbin/nginx", "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
+                                                        "-c", str(B.nginx_conf(tmp, up_port, sink_port))]),
+                        open(tmp / "nginx.out", "wb"), subprocess.STDOUT)  # fmt: skip
+    B.wait_http(f"http://127.0.0.1:{up_port}/", 20, nginx)
+    return B.Target("upstream", "upstream", up_port, proc=nginx, cpus=B.LOAD_CPUS)
+
+
+def start_gateway(procs: B.Procs, tmp: Path, name: str, up_port: int, jwks: Path, *, cache: bool = True,
+                  server_keys: str = "") -> B.Target:
+    """A 1-worker gateway on the proxy core: bench.py's config, the verdict cache on or off, extra server keys."""
+    port, admin = B.free_port(), B.free_port()
+    conf = B.gateway_conf(tmp, name, port, admin, up_port, jwks, None)
+    text = conf.read_text().replace("  shutdown_grace: 1s", "  shutdown_grace: 1s" + server_keys)
+    conf.write_text(text if cache else text.replace("max_entries: 10000", "max_entries: 0"))
+    p = procs.start(name, B.taskset(B.PROXY_CPUS, [str(B.GATEWAY_BIN), "run", "-c", str(conf)]),
+                    subprocess.DEVNULL, open(tmp / f"{name}.err", "wb"))  # fmt: skip
+    B.wait_http(f"http://127.0.0.1:{admin}/readyz", 30, p)
+    return B.Target(name, "gateway", port, admin, p, B.PROXY_CPUS, conf)
+
+
 def open_loop(target: B.Target, token_file: Path, duration: int) -> dict[str, Any]:
     argv = B.taskset(B.LOAD_CPUS, [str(B.GATEWAY_PY), str(B.HERE / "open_loop.py"), "--port", str(target.port),
                                    "--tokens", str(token_file), "--rate", str(OPEN_RATE), "--duration", str(duration)])  # fmt: skip
@@ -63,12 +86,9 @@ def main() -> int:
     opens: list[dict[str, Any]] = []
     try:
         keys = B.make_keys_and_tokens(tmp)
-        up_port, sink_port = B.free_port(), B.free_port()
-        nginx = procs.start("nginx", B.taskset(B.LOAD_CPUS, ["/usr/sbin/nginx", "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
-                                                            "-c", str(B.nginx_conf(tmp, up_port, sink_port))]),
-                            open(tmp / "nginx.out", "wb"), subprocess.STDOUT)  # fmt: skip
-        B.wait_http(f"http://127.0.0.1:{up_port}/", 20, nginx)
-        targets = {"upstream": B.Target("upstream", "upstream", up_port, proc=nginx, cpus=B.LOAD_CPUS)}
+        upstream = start_nginx(procs, tmp)
+        up_port = upstream.port
+        targets = {"upstream": upstream}
         for name, cache in (("envoy-nocache", False), ("envoy-cache", True)):
             port, admin = B.free_port(), B.free_port()
             conf = B.envoy_conf(tmp, name, port, admin, up_port, keys["jwks"], cache)
@@ -78,14 +98,7 @@ def main() -> int:
             B.wait_http(f"http://127.0.0.1:{admin}/ready", 30, p)
             targets[name] = B.Target(name, "envoy", port, admin, p, B.PROXY_CPUS, conf)
         for name, cache in (("gateway", True), ("gateway-nocache", False)):
-            port, admin = B.free_port(), B.free_port()
-            conf = B.gateway_conf(tmp, name, port, admin, up_port, keys["jwks"], None)
-            if not cache:
-                conf.write_text(conf.read_text().replace("max_entries: 10000", "max_entries: 0"))
-            p = procs.start(name, B.taskset(B.PROXY_CPUS, [str(B.GATEWAY_BIN), "run", "-c", str(conf)]),
-                            subprocess.DEVNULL, open(tmp / f"{name}.err", "wb"))  # fmt: skip
-            B.wait_http(f"http://127.0.0.1:{admin}/readyz", 30, p)
-            targets[name] = B.Target(name, "gateway", port, admin, p, B.PROXY_CPUS, conf)
+            targets[name] = start_gateway(procs, tmp, name, up_port, keys["jwks"], cache=cache)
         scripts = {w: B.lua_script(tmp, w, B.WORKLOADS[w], keys["files"][B.WORKLOADS[w]["tokens"]], paced=False) for w in PAIRS}
         for t in targets.values():  # warm-up
             if t.kind != "upstream":

@@ -35,6 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from edge_bench import start_gateway, start_nginx
+
 import bench as B  # the shared harness next to this file
 
 HEADER_TIMEOUT = 5.0
@@ -142,14 +144,10 @@ async def slow_clients(port: int, admin_port: int, token_file: Path, n_slow: int
 
 
 def overload(procs: B.Procs, tmp: Path, up_port: int, keys: dict[str, Any], duration: int, max_inflight: int) -> dict[str, Any]:
-    port, admin = B.free_port(), B.free_port()
-    conf = B.gateway_conf(tmp, "gateway-overload", port, admin, up_port, keys["jwks"], None)
-    conf.write_text(conf.read_text().replace("max_entries: 10000", "max_entries: 0").replace(
-        "  shutdown_grace: 1s", f"  shutdown_grace: 1s\n  max_inflight: {max_inflight}"))
-    p = procs.start("gateway-overload", B.taskset(B.PROXY_CPUS, [str(B.GATEWAY_BIN), "run", "-c", str(conf)]),
-                    subprocess.DEVNULL, open(tmp / "gateway-overload.err", "wb"))  # fmt: skip
-    B.wait_http(f"http://127.0.0.1:{admin}/readyz", 30, p)
-    target = B.Target("gateway-overload", "gateway", port, admin, p, B.PROXY_CPUS, conf)
+    target = start_gateway(procs, tmp, "gateway-overload", up_port, keys["jwks"], cache=False,
+                           server_keys=f"\n  max_inflight: {max_inflight}")
+    port, admin = target.port, target.admin_port
+    assert admin is not None
     spec = B.WORKLOADS["es256-distinct"]
     script = B.lua_script(tmp, "es256-distinct", spec, keys["files"]["es256"], paced=False)
     B.run_wrk(target, script, 2, B.CONNECTIONS)  # warm-up
@@ -187,20 +185,12 @@ def main() -> int:
     procs = B.Procs()
     try:
         keys = B.make_keys_and_tokens(tmp)
-        up_port, sink_port = B.free_port(), B.free_port()
-        nginx = procs.start("nginx", B.taskset(B.LOAD_CPUS, ["/usr/sbin/nginx", "-p", str(tmp), "-e", str(tmp / "nginx-error.log"),
-                                                            "-c", str(B.nginx_conf(tmp, up_port, sink_port))]),
-                            open(tmp / "nginx.out", "wb"), subprocess.STDOUT)  # fmt: skip
-        B.wait_http(f"http://127.0.0.1:{up_port}/", 20, nginx)
-        port, admin = B.free_port(), B.free_port()
-        conf = B.gateway_conf(tmp, "gateway-slow", port, admin, up_port, keys["jwks"], None)
-        conf.write_text(conf.read_text().replace(
-            "  shutdown_grace: 1s",
-            f"  shutdown_grace: 1s\n  header_timeout: {HEADER_TIMEOUT:.0f}s\n  idle_timeout: {IDLE_TIMEOUT:.0f}s\n"
-            f"  max_connections: {n_slow + n_idle + 1000}"))  # fmt: skip
-        p = procs.start("gateway-slow", B.taskset(B.PROXY_CPUS, [str(B.GATEWAY_BIN), "run", "-c", str(conf)]),
-                        subprocess.DEVNULL, open(tmp / "gateway-slow.err", "wb"))  # fmt: skip
-        B.wait_http(f"http://127.0.0.1:{admin}/readyz", 30, p)
+        up_port = start_nginx(procs, tmp).port
+        server_keys = (f"\n  header_timeout: {HEADER_TIMEOUT:.0f}s\n  idle_timeout: {IDLE_TIMEOUT:.0f}s"
+                       f"\n  max_connections: {n_slow + n_idle + 1000}")  # fmt: skip
+        gateway = start_gateway(procs, tmp, "gateway-slow", up_port, keys["jwks"], server_keys=server_keys)
+        port, admin = gateway.port, gateway.admin_port
+        assert admin is not None
         B.log(f"slow clients: {n_slow} slowloris + {n_idle} idle (open-file limit {limit})")
         part1 = {} if args.skip_slow else asyncio.run(slow_clients(port, admin, keys["files"]["rs256_single"], n_slow, n_idle))
         B.log(f"slow clients: {json.dumps({k: v for k, v in part1.items() if k != 'samples'})}")

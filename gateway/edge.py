@@ -25,6 +25,7 @@ from gateway.local_reply import Decision, LocalReply
 from gateway.metrics import Metrics
 
 SWEEP_MAX_SECONDS = 0.5  # deadlines are kept to within this (or a tenth of the shortest timeout)
+SWEEP_BATCH = 128  # connections checked between two yields to the event loop
 
 
 class Body(Protocol):
@@ -187,8 +188,12 @@ class Edge:
             await asyncio.sleep(interval)
             now = loop.time()
             self.date = _http_date()
-            for conn in list(self.connections):
+            for i, conn in enumerate(list(self.connections), 1):
                 conn.expire(now)
+                if i % SWEEP_BATCH == 0:
+                    # Thousands of connections may expire together (a slowloris wave): let the
+                    # requests of everyone else through between batches.
+                    await asyncio.sleep(0)
 
     async def drain(self, grace: float) -> None:
         """Stop: idle connections close now, busy ones after their response; whatever is left

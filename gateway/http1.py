@@ -254,11 +254,19 @@ class Http1Connection(asyncio.Protocol):
     def _refuse(self, decision: Decision) -> None:
         """HTTP the parser cannot take (or a head too slow): answered after what is queued, then close."""
         self._closing = True
-        self._state = _BUSY
         self._pause_transport()
+        if self._task is None and not self._queue:  # nothing ahead of it: at once
+            self._answer_and_close(decision)
+            return
+        self._state = _BUSY
         self._queue.append(_Failure(decision))
         if self._task is None:
             self._task = self._loop.create_task(self._serve())
+
+    def _answer_and_close(self, decision: Decision) -> None:
+        self._edge.record_refused(decision)
+        _write_local(self, reply(decision, "-"), keep_alive=False, head_only=False)
+        self.close()
 
     def _shed(self, message: Any, payload: StreamReader) -> None:
         """503 at once (server.max_inflight): the request path never sees the request."""
@@ -276,9 +284,7 @@ class Http1Connection(asyncio.Protocol):
             while queue and self._state != _CLOSED:
                 item = queue.popleft()
                 if isinstance(item, _Failure):
-                    edge.record_refused(item.decision)
-                    _write_local(self, reply(item.decision, "-"), keep_alive=False, head_only=False)
-                    self.close()
+                    self._answer_and_close(item.decision)
                     return
                 message, payload, admitted = item
                 request = Http1Request(self, message, payload)
