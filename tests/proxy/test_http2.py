@@ -249,3 +249,61 @@ async def test_uvloop_process_switches_protocols(proc_factory, issuer: Issuer, t
             await client.close()
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/public/x") as resp:
         assert resp.status == 200
+
+
+async def test_attack_waves_leave_memory_bounded_and_others_served(proc_factory, issuer: Issuer) -> None:  # type: ignore[no-untyped-def]
+    """Rapid reset, CONTINUATION and PING floods, wave after wave against `gateway run`: every wave's
+    connections are ended, a bystander's requests all pass, and the process's peak RSS barely moves."""
+    proc, port = await proc_factory(HTTP2_CONFIG)
+    token = issuer.token()
+    bystander = await H2Client.connect(port)
+
+    async def served() -> None:
+        assert (await bystander.request("GET", "/api/x", _bearer(token), port=port)).status == 200
+
+    async def rapid_reset() -> None:
+        attacker = await H2Client.connect(port)
+        for _ in range(RESET_BUDGET + 50):
+            stream_id = attacker.start("GET", "/slow?delay=5", _bearer(token), port=port)
+            attacker.h2.reset_stream(stream_id)
+            attacker.flush()
+        await asyncio.wait_for(attacker.closed.wait(), 10)
+        await attacker.close()
+
+    async def continuation_flood() -> None:
+        attacker = await H2Client.connect(port)
+        assert attacker.writer is not None
+        head = HeadersFrame(1)
+        head.data = attacker.h2.encoder.encode([(":method", "GET"), (":path", "/api/x"), (":scheme", "http")])
+        frames = [head.serialize()]
+        for _ in range(100):
+            continuation = ContinuationFrame(1)
+            continuation.data = b"\x00" * 16000
+            frames.append(continuation.serialize())
+        attacker.writer.write(b"".join(frames))
+        await asyncio.wait_for(attacker.closed.wait(), 10)
+        await attacker.close()
+
+    async def ping_flood() -> None:
+        attacker = await H2Client.connect(port)
+        for i in range(1000):
+            attacker.h2.ping(i.to_bytes(8, "big"))
+        attacker.flush()
+        await asyncio.wait_for(attacker.closed.wait(), 10)
+        await attacker.close()
+
+    try:
+        for _ in range(20):
+            await served()
+        baseline = proc.peak_rss_kib()
+        for _ in range(15):
+            await asyncio.gather(rapid_reset(), continuation_flood(), ping_flood(), served())
+        await served()
+        growth_mib = (proc.peak_rss_kib() - baseline) / 1024
+        assert growth_mib < 24, f"peak RSS grew {growth_mib:.1f} MiB"
+    finally:
+        await bystander.close()
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{proc.admin_port}/metrics") as resp:
+        text = await resp.text()
+    for reason in ("rapid_reset", "continuation_flood", "ping_flood"):
+        assert f'gateway_http2_errors_total{{reason="{reason}"}} 15.0' in text
