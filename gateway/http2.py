@@ -47,6 +47,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from gateway import hpack_cache
 from gateway.edge import Edge
 from gateway.grpc import is_grpc
 from gateway.http1 import Http1Connection
@@ -64,6 +65,8 @@ ERROR_REASONS = (
     "rapid_reset", "continuation_flood", "settings_flood", "ping_flood", "header_list_size", "protocol_error",
 )
 
+hpack_cache.install()  # a client's repeated token is Huffman-decoded once
+
 
 class Http2Connection(asyncio.Protocol):
     """One HTTP/2 client connection: frames in, a task per stream, frames out with flow control."""
@@ -75,7 +78,12 @@ class Http2Connection(asyncio.Protocol):
         self.peer: str | None = None
         self.scheme = "http"
         self._h2 = H2Connection(
-            H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+            # What we send is checked before it reaches h2 (lower-case names, no connection-specific
+            # fields; values came through a validating parser or our own table): h2 need not again.
+            H2Configuration(
+                client_side=False, header_encoding=None, validate_inbound_headers=True,
+                validate_outbound_headers=False, normalize_outbound_headers=False,
+            )
         )
         self._header_list_limit = max(65536, 4 * edge.limits.max_header_bytes)
         self._streams: dict[int, Http2Stream] = {}
@@ -84,6 +92,7 @@ class Http2Connection(asyncio.Protocol):
         self._draining = False  # GOAWAY sent: no new streams; close once the open ones are answered
         self._since = 0.0  # when the connection last had no stream open
         self._write_paused = False
+        self._flush_pending = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._window_waiters: dict[int, asyncio.Future[None]] = {}
         self._window_start = 0.0
@@ -208,7 +217,7 @@ class Http2Connection(asyncio.Protocol):
         if self._closed or self._draining:
             return
         self._draining = True
-        self._flush()
+        self._write_now()  # what h2 has queued goes before our GOAWAY
         frame = GoAwayFrame(0)
         frame.last_stream_id = self._h2.highest_inbound_stream_id
         frame.error_code = ErrorCodes.NO_ERROR
@@ -219,6 +228,7 @@ class Http2Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self._closed:
+            self._write_now()  # frames still queued (a GOAWAY, a last answer) go first
             self._closed = True
             self.transport.close()
             self._edge.release(self)
@@ -322,6 +332,14 @@ class Http2Connection(asyncio.Protocol):
     # -- writing -----------------------------------------------------------------------------
 
     def _flush(self) -> None:
+        """Frames go out once the event loop has run everything ready now: one write for a
+        response's HEADERS, DATA and trailers, or a batch of WINDOW_UPDATEs, not one each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        self._flush_pending = False
         data = self._h2.data_to_send()
         if data and self.transport is not None and not self._closed:
             self.transport.write(data)

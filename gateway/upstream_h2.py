@@ -31,12 +31,15 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 
+from gateway import hpack_cache
 from gateway.upstream_http import UpstreamConnectError, UpstreamConnectTimeout, UpstreamProtocolError
 
 STREAM_WINDOW = 1024 * 1024  # what one response may buffer before its client reads it
 CONNECTION_WINDOW = 4 * 1024 * 1024
 
 Fields = list[tuple[str, str]]
+
+hpack_cache.install()  # a client's repeated token is Huffman-decoded once
 
 
 class UpstreamStream:
@@ -104,6 +107,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self._streams: dict[int, UpstreamStream] = {}
         self._window_waiters: dict[int, asyncio.Future[None]] = {}
         self._write_paused = False
+        self._flush_pending = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self.going_away = False  # GOAWAY received: no new streams here
@@ -257,6 +261,14 @@ class H2UpstreamConnection(asyncio.Protocol):
                 waiter.set_result(None)
 
     def _flush(self) -> None:
+        """Frames go out once the event loop has run everything ready now: one write for a
+        response's HEADERS, DATA and trailers, or a batch of WINDOW_UPDATEs, not one each."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._write_now)
+
+    def _write_now(self) -> None:
+        self._flush_pending = False
         data = self._h2.data_to_send()
         if data and self._transport is not None and not self.closed:
             self._transport.write(data)
@@ -281,7 +293,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         if not self.closed:
             try:
                 self._h2.close_connection()
-                self._flush()
+                self._write_now()
             except H2Error:
                 pass
         self._close("the gateway closed the connection")
