@@ -35,8 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench as B  # the shared harness next to this file
 from edge_bench import start_nginx
+
+import bench as B  # the shared harness next to this file
 
 CONNECTIONS = int(os.environ.get("BENCH_H2_CONNECTIONS", "32"))
 STREAMS = int(os.environ.get("BENCH_H2_STREAMS", "1"))  # per connection: HTTP/1.1 can have only one
