@@ -16,7 +16,7 @@ from gateway.config.model import UpstreamConfig
 from gateway.edge import Body, ServerRequest, Tunnel
 from gateway.grpc import upstream_deadline
 from gateway.local_reply import SERVER_HEADER
-from gateway.upstream_h2 import H2Pool, UpstreamStream
+from gateway.upstream_h2 import H2Pool, UpstreamStream, request_fields
 from gateway.upstream_http import (
     CHUNK,
     Connection,
@@ -264,7 +264,10 @@ class Upstream:
     ) -> int:
         """The same exchange over HTTP/2: both bodies stream, trailers pass (gRPC's status lives there);
         the wait for the answer is bounded by upstream.timeout, or a shorter grpc-timeout."""
-        fields = _h2_request_fields(request, path_qs, headers, self._default_host)
+        # TE is hop-by-hop, but "trailers" is the one value HTTP/2 carries (RFC 9113 §8.2.2), and gRPC requires it.
+        te_trailers = "trailers" in request.headers.get("TE", "").lower()
+        authority = request.headers.get("Host") or self._default_host
+        fields = request_fields(request.method, authority, path_qs, headers, te_trailers=te_trailers)
         started = time.perf_counter()
         try:
             stream = await pool.open(fields, end=not request.has_body)
@@ -375,25 +378,6 @@ async def _settle(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-def _h2_request_fields(
-    request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], default_host: str
-) -> list[tuple[bytes, bytes]]:
-    """RFC 9113 §8.3.1: the request line as pseudo-headers first, Host as :authority, names lower-case."""
-    authority = request.headers.get("Host") or default_host
-    fields = [
-        (b":method", request.method.encode()), (b":scheme", b"http"),
-        (b":authority", authority.encode("latin-1")), (b":path", path_qs.encode("latin-1")),
-    ]
-    for name, value in headers:
-        lower = name.lower()
-        if lower != "host":
-            fields.append((lower.encode("latin-1"), value.encode("utf-8", "surrogateescape")))
-    # TE is hop-by-hop, but "trailers" is the one value HTTP/2 carries (§8.2.2), and gRPC requires it.
-    if "trailers" in request.headers.get("TE", "").lower():
-        fields.append((b"te", b"trailers"))
-    return fields
 
 
 def _reason(status: int) -> str:

@@ -44,6 +44,7 @@ from h2.events import (
 )
 from h2.exceptions import DenialOfServiceError, FlowControlError, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -527,8 +528,13 @@ class Http2Stream:
 
     def _send_headers(self, status: int, headers: list[tuple[str, str]], *, end: bool) -> None:
         self._check()
-        fields = [(":status", str(status))]
-        fields.extend((n.lower(), v) for n, v in headers if n.lower() not in _CONNECTION_SPECIFIC)
+        fields: list[tuple[bytes, bytes]] = [(b":status", b"%d" % status)]
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _CONNECTION_SPECIFIC:
+                continue
+            field = (lower.encode("latin-1"), value.encode("utf-8", "surrogateescape"))
+            fields.append(NeverIndexedHeaderTuple(*field) if lower in _ONCE_ONLY else field)
         self._conn._h2.send_headers(self.stream_id, fields, end_stream=end)
         self._conn._flush()
 
@@ -667,5 +673,8 @@ class Negotiate(asyncio.Protocol):
             self._http1.resume_writing()
 
 
+# Values that differ on every response: kept out of the HPACK dynamic table (RFC 7541 §6.2.3),
+# which then holds only what repeats, and stays short to search.
+_ONCE_ONLY = frozenset({"x-request-id", "date", "content-length"})
 # RFC 9113 §8.2.2: these never appear in HTTP/2 (h2 refuses to send them).
 _CONNECTION_SPECIFIC = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})

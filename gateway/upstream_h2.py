@@ -30,6 +30,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
+from hpack import NeverIndexedHeaderTuple
 
 from gateway import hpack_cache
 from gateway.upstream_http import UpstreamConnectError, UpstreamConnectTimeout, UpstreamProtocolError
@@ -102,7 +103,11 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self._h2 = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        # The request's fields were validated as they arrived from the client (and ours are fixed
+        # ASCII): h2 need not check them again on the way out; what the upstream sends is checked.
+        self._h2 = H2Connection(H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
+        ))
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, UpstreamStream] = {}
         self._window_waiters: dict[int, asyncio.Future[None]] = {}
@@ -297,6 +302,25 @@ class H2UpstreamConnection(asyncio.Protocol):
             except H2Error:
                 pass
         self._close("the gateway closed the connection")
+
+
+def request_fields(
+    method: str, authority: str, path_qs: str, headers: Fields, *, te_trailers: bool
+) -> list[tuple[bytes, bytes]]:
+    """RFC 9113 §8.3.1: the request line as pseudo-headers first, Host as :authority, names lower-case."""
+    fields = [
+        (b":method", method.encode()), (b":scheme", b"http"),
+        (b":authority", authority.encode("latin-1")), (b":path", path_qs.encode("latin-1")),
+    ]
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "x-request-id":  # new on every request: kept out of the HPACK dynamic table
+            fields.append(NeverIndexedHeaderTuple(b"x-request-id", value.encode("latin-1")))
+        elif lower != "host":
+            fields.append((lower.encode("latin-1"), value.encode("utf-8", "surrogateescape")))
+    if te_trailers:
+        fields.append((b"te", b"trailers"))
+    return fields
 
 
 def _decode(headers: list[tuple[bytes, bytes]]) -> Fields:
