@@ -36,7 +36,7 @@ from typing import Final
 from gateway.asked import Asked, Headers, header_values
 from gateway.config.model import AuthzDialect
 from gateway.jose.errors import Reason
-from gateway.local_reply import SERVER_HEADER, Decision, LocalReply, reply
+from gateway.local_reply import SERVER_HEADER, Decision, DpopChallenge, LocalReply, reply
 
 __all__ = ["ConveyError", "DecisionEdge", "Family"]
 
@@ -184,9 +184,13 @@ class DecisionEdge:
                 headers.append((_ENVOY_REMOVE, ",".join(unset)))
         return headers
 
-    def refused(self, family: Family | None, decision: Decision, request_id: str, reason: Reason | None = None) -> LocalReply:
+    def refused(
+        self, family: Family | None, decision: Decision, request_id: str, reason: Reason | None = None,
+        dpop: DpopChallenge | None = None,
+    ) -> LocalReply:
         """The proxy port's reply for `decision`, with the nginx family's status mapping."""
-        local = reply(decision, request_id, reason)
+        local = reply(decision, request_id, reason, dpop)
         if family is Family.NGINX and local.status in _NGINX_STATUS:
             return local.with_status(_NGINX_STATUS[local.status])
         return local
+

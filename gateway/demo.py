@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -15,15 +15,19 @@ from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.config.load import load_config
+from gateway.dpop_proof import DpopKey, es256_compact, es256_public_jwk
+from gateway.dpop_proof import b64url as _b64url
 from gateway.process_log import configure_logging
 from gateway.server import GatewayProcess, bound_port
 
 DEMO_AUDIENCE = "demo-api"
 DEMO_KID = "demo-key-1"
+DPOP_KEY_FILE = "dpop-client-key.pem"
+DEMO_ENC_KID = "demo-gateway-enc-1"
 
 DEMO_CONFIG = """\
 server:
@@ -40,6 +44,8 @@ issuers:
     jwks:
       uri: "{issuer}jwks.json"
       allow_http: true          # loopback demo only: real issuers use https
+    dpop:
+      mode: optional            # tokens bound to a key (cnf.jkt) need a DPoP proof
 forward:
   claims_to_headers:
     sub: X-User-Id
@@ -57,11 +63,11 @@ routes:
   - name: api
     match: {{prefix: /}}
     auth: required
+decryption:                     # the gateway's own private key: the demo issuer encrypts tokens to it
+  keys: {{file: "{decryption_keys}"}}
+  algorithms: [RSA-OAEP-256]
+  encryption: [A256GCM]
 """
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class DemoIssuer:
@@ -69,20 +75,11 @@ class DemoIssuer:
 
     def __init__(self) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
-        numbers = self._key.public_key().public_numbers()
-        self.jwk = {
-            "kty": "EC", "crv": "P-256", "kid": DEMO_KID, "alg": "ES256", "use": "sig",
-            "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big")),
-        }
+        self.jwk = {**es256_public_jwk(self._key), "kid": DEMO_KID, "alg": "ES256", "use": "sig"}
         self.url = ""
 
     def token(self, claims: dict[str, Any]) -> str:
-        header = {"alg": "ES256", "typ": "JWT", "kid": DEMO_KID}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        # JWS wants raw r || s, each 32 octets for P-256 (RFC 7518 §3.4).
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return es256_compact(self._key, {"alg": "ES256", "typ": "JWT", "kid": DEMO_KID}, claims)
 
     def claims(self, sub: str, scope: str, lifetime: int = 3600) -> dict[str, Any]:
         now = int(time.time())
@@ -93,6 +90,35 @@ class DemoIssuer:
 
     async def handle(self, request: web.Request) -> web.Response:
         return web.json_response({"keys": [self.jwk]})
+
+    def encrypt(self, jws: str, recipient: rsa.RSAPublicKey) -> str:
+        """A nested JWT (RFC 7519 §5.2): the signed token in a JWE (RSA-OAEP-256 + A256GCM) to the gateway."""
+        header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": DEMO_ENC_KID, "cty": "JWT"}
+        protected = _b64url(json.dumps(header).encode())
+        cek, iv = os.urandom(32), os.urandom(12)
+        oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+        sealed = AESGCM(cek).encrypt(iv, jws.encode("ascii"), protected.encode("ascii"))
+        parts = (recipient.encrypt(cek, oaep), iv, sealed[:-16], sealed[-16:])
+        return ".".join([protected, *(_b64url(p) for p in parts)])
+
+
+def _write_decryption_key(directory: Path, key: rsa.RSAPrivateKey) -> Path:
+    """The gateway's demo private key as a JWK Set file (what a mounted Secret would hold)."""
+    n = key.private_numbers()
+
+    def b64(value: int) -> str:
+        return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    jwk = {
+        "kty": "RSA", "kid": DEMO_ENC_KID, "use": "enc", "alg": "RSA-OAEP-256",
+        "n": b64(n.public_numbers.n), "e": b64(n.public_numbers.e), "d": b64(n.d), "p": b64(n.p), "q": b64(n.q),
+        "dp": b64(n.dmp1), "dq": b64(n.dmq1), "qi": b64(n.iqmp),
+    }  # fmt: skip
+    path = directory / "demo-decryption-keys.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"keys": [jwk]}, f)
+    return path
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -113,6 +139,7 @@ class Demo:
     issuer: DemoIssuer
     process: GatewayProcess
     runners: list[web.AppRunner]
+    encryption_key: rsa.RSAPublicKey  # the gateway's public key, for the demo issuer to encrypt to
     config_path: Path
 
     async def close(self) -> None:
@@ -146,20 +173,24 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
     echo_app.router.add_route("*", "/{tail:.*}", echo)
     echo_runner, echo_port = await _serve_app(echo_app)
 
+    # A real directory, so that `gateway explain -c` and the admin /config can name the files.
+    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    decryption_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys_file = _write_decryption_key(config_dir, decryption_key)
     text = DEMO_CONFIG.format(
         port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
+        decryption_keys=keys_file,
         authz=_authz_keys(authz_port),
     )
-    # A real file, so that `gateway explain -c` and the admin /config can name it.
-    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     config_path = config_dir / "gateway.yaml"
     config_path.write_text(text)
+    DpopKey().save(config_dir / DPOP_KEY_FILE)  # the demo client's proof-of-possession key
     process = GatewayProcess(load_config(config_path), str(config_path))
     await process.start()
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return Demo(issuer, process, [issuer_runner, echo_runner], config_path)
+    return Demo(issuer, process, [issuer_runner, echo_runner], decryption_key.public_key(), config_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -167,6 +198,10 @@ def _instructions(demo: Demo) -> str:
     admin = f"http://127.0.0.1:{demo.process.admin_port}"
     reader = demo.issuer.token(demo.issuer.claims("alice", "read"))
     admin_token = demo.issuer.token(demo.issuer.claims("bob", "read admin"))
+    encrypted = demo.issuer.encrypt(demo.issuer.token(demo.issuer.claims("carol", "read")), demo.encryption_key)
+    key_path = demo.config_path.parent / DPOP_KEY_FILE
+    bound = demo.issuer.token({**demo.issuer.claims("dave", "read"), "cnf": {"jkt": DpopKey.load(key_path).jkt}})
+    proof = f"python -m gateway dpop-proof --key {key_path} --method GET --url {base}/api/orders --token $TOKEN"
     return f"""
 JWT sidecar gateway demo: gateway {base}, admin {admin}, demo issuer {demo.issuer.url}
 
@@ -185,6 +220,16 @@ curl -s -H 'Authorization: Bearer {admin_token}' {base}/admin/users
 # 200: a public route needs no token
 curl -s {base}/public/hello
 
+# 200: an encrypted token (a signed JWT inside a JWE to the gateway's key); the upstream sees carol's claims
+curl -s -H 'Authorization: Bearer {encrypted}' {base}/api/orders
+
+# DPoP (RFC 9449): a token bound to the demo client's key (cnf.jkt); each request signs a fresh proof
+TOKEN={bound}
+# DPoP 200: the bound token with its proof
+curl -s -H "Authorization: DPoP $TOKEN" -H "DPoP: $({proof})" {base}/api/orders
+# DPoP 401: the same token as a plain bearer token (no downgrade)
+curl -si -H "Authorization: Bearer $TOKEN" {base}/api/orders
+
 # metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
@@ -194,6 +239,7 @@ curl -s {admin}/keys
 # why a token passes or fails, check by check (exit 0 allowed, 1 refused); "-" reads the token from stdin
 gateway explain -c {demo.config_path} --path /api/orders {reader}
 gateway explain -c {demo.config_path} --path /admin/users {reader}
+gateway explain -c {demo.config_path} --path /api/orders {encrypted}
 {_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """

@@ -20,12 +20,15 @@ from typing import Any
 from gateway.authn import Authenticator
 from gateway.claim_path import MISSING
 from gateway.config.model import GatewayConfig, RouteConfig
+from gateway.decryption_keys import DecryptionKeyStore
+from gateway.dpop_binding import DPOP_DECISIONS, DpopRefusal
 from gateway.jose import trace as steps
 from gateway.jose.errors import Reason, TokenError
+from gateway.jose.jwe import is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
 from gateway.jose.trace import Trace
 from gateway.keystore import KeyStore
-from gateway.local_reply import Decision, reply, token_refusal
+from gateway.local_reply import Decision, DpopChallenge, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.process_log import rfc3339
 from gateway.routing import Route
@@ -75,16 +78,22 @@ async def explain(
     offline: bool = False,
     client_certificate: str | None = None,
     clock: Callable[[], float] = time.time,
+    dpop_proof: str | None = None,
 ) -> Explanation:
     """Explain what the gateway configured by `config` would answer to `method path` carrying `token`.
 
-    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens).
+    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens);
+    with `dpop_proof` the token is sent with the DPoP scheme and this proof, else as a Bearer token.
     """
     out = Explanation()
     keystore = KeyStore(config.issuers)
-    runtime = build_runtime(config, keystore)
+    decryption = None
+    if config.decryption is not None:
+        decryption = DecryptionKeyStore(config.decryption)
+        decryption.load()  # read once, as the server does at start; explain does not watch the file
+    runtime = build_runtime(config, keystore, decryption=decryption)
     try:
-        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock)
+        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock, dpop_proof)
     finally:
         await keystore.close()
         await runtime.upstream.close()
@@ -93,11 +102,11 @@ async def explain(
 
 async def _explain(
     out: Explanation, rt: Runtime, token: str, method: str, path: str, host: str | None, offline: bool,
-    client_certificate: str | None, clock: Callable[[], float],
+    client_certificate: str | None, clock: Callable[[], float], dpop_proof: str | None,
 ) -> None:
     config = rt.config
     out.lines.append(f"gateway explain: {method} {path}  (config {config.source}, sha256 {(config.sha256 or '-')[:12]})")
-    iss = _show_token(out, token, config.server.max_token_bytes)
+    iss = _show_token(out, token, config.server.max_token_bytes, rt.decryption)
     trace = Trace()
 
     # 1. The route, exactly as the handler finds it.
@@ -128,7 +137,8 @@ async def _explain(
     authn = Authenticator(TokenCache(0, 1.0), Metrics(), clock=clock)
     try:
         verified = await authn.authenticate(
-            token, route, rt.issuers, rt.max_token_bytes, trace, client_certificate=lambda: client_certificate
+            token, route, rt.issuers, rt.max_token_bytes, trace,
+            client_certificate=lambda: client_certificate, decryption=rt.decryption,
         )
     except TokenError as exc:
         if not any(check.ok is False for check in trace.checks):
@@ -138,7 +148,19 @@ async def _explain(
             trace.add(steps.KEY, "key source", False, _key_source_note(issuer.keys.status(), offline))
         return _answer(out, trace, token_refusal(exc.reason), exc.reason)
 
-    # 4. The route's claim rules, with the same compiled checks the handler runs.
+    # 4. Sender binding (RFC 9449): the binding step the handler runs, on its own replay memory.
+    # The scheme is DPoP when a proof is given; htu's origin is public_origin, else http:// --host.
+    try:
+        rt.dpop.check(
+            issuer_name=verified.issuer_name, claims=verified.claims, token=token, dpop_scheme=dpop_proof is not None,
+            method=method, path=normalized, headers={"DPoP": dpop_proof} if dpop_proof is not None else {},
+            host=host, scheme="http", peer=None, trace=trace,
+        )
+    except DpopRefusal as refusal:
+        challenge = rt.dpop.challenge(refusal, verified.issuer_name, dpop_proof is not None)
+        return _answer(out, trace, DPOP_DECISIONS[refusal.kind], dpop=challenge)
+
+    # 5. The route's claim rules, with the same compiled checks the handler runs.
     decision = Decision.ALLOW
     for outcome in route.rules.outcomes(verified.claims):
         rule = outcome.rule
@@ -148,14 +170,25 @@ async def _explain(
             decision = Decision.INSUFFICIENT_SCOPE
     if not route.rules:
         trace.add(steps.RULES, "none", True, "the route has no claim rules")
-    headers = rt.claim_plan.headers(verified.claims, token.split(".", 2)[1]) if decision is Decision.ALLOW else []
+    payload_b64 = verified.payload_b64 or token.split(".", 2)[1]
+    headers = rt.claim_plan.headers(verified.claims, payload_b64) if decision is Decision.ALLOW else []
     _answer(out, trace, decision, claim_headers=headers)
 
 
-def _show_token(out: Explanation, token: str, max_bytes: int) -> object:
-    """Print the decoded header and claims (not verified yet: that comes below); return the iss."""
+def _show_token(out: Explanation, token: str, max_bytes: int, decryption: DecryptionKeyStore | None) -> object:
+    """Print the decoded header and claims (not verified yet: that comes below); return the iss.
+
+    A JWE's header is printed as received; its content only if our keys open it (the
+    decryption step below says why not), and never its encrypted key, IV, ciphertext or tag."""
     out.lines.append("token")
     try:
+        if is_compact_jwe(token):
+            parts = parse_jwe(token, max_bytes=max_bytes)
+            out.lines.append(f"  jwe header {_json(dict(parts.header))}")
+            out.lines.append(f"  encrypted  ({len(token)} characters: key, IV, ciphertext and tag not shown)")
+            if decryption is None:
+                return None
+            token = decryption.unwrap(token, max_bytes=max_bytes).jws
         parsed = parse_token(token, max_bytes=max_bytes)
     except TokenError as exc:
         out.lines.append(f"  cannot be decoded: {exc.description}")
@@ -187,7 +220,7 @@ def _key_source_note(status: Any, offline: bool) -> str:
 
 def _answer(
     out: Explanation, trace: Trace, decision: Decision, reason: Reason | None = None,
-    claim_headers: list[tuple[str, str]] | None = None,
+    claim_headers: list[tuple[str, str]] | None = None, dpop: DpopChallenge | None = None,
 ) -> None:
     step = None
     for check in trace.checks:
@@ -202,7 +235,7 @@ def _answer(
         for name, value in claim_headers or ():
             out.lines.append(f"  {name}: {value}")
         return
-    response = reply(decision, "-", reason)
+    response = reply(decision, "-", reason, dpop)
     out.lines.append(f"  {response.status} {decision.value}")
     challenge = next((value for name, value in response.headers() if name == "WWW-Authenticate"), None)
     if challenge is not None:

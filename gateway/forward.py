@@ -62,11 +62,15 @@ class HeaderPlan:
     drop: frozenset[str]  # lower-case names
 
     @classmethod
-    def build(cls, claim_header_names: Iterable[str], keep_authorization: bool) -> HeaderPlan:
+    def build(
+        cls, claim_header_names: Iterable[str], keep_authorization: bool, *, drop_dpop_proof: bool = False
+    ) -> HeaderPlan:
         drop = set(HOP_BY_HOP | GATEWAY_SET | CONSUMED)
         drop.update(n.lower() for n in claim_header_names)
         if not keep_authorization:
             drop.add("authorization")
+        if drop_dpop_proof:
+            drop.add("dpop")  # the proof was for the gateway (SPEC: never forwarded upstream)
         return cls(frozenset(drop))
 
     def request_headers(
@@ -137,6 +141,14 @@ def _response_headers(upstream: list[tuple[str, str]], request_id: str) -> list[
     return out
 
 
+def _with_ours(headers: list[tuple[str, str]], ours: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The gateway's own answer headers (a fresh DPoP-Nonce) replace any upstream copy."""
+    if not ours:
+        return headers
+    names = {name.lower() for name, _ in ours}
+    return [(n, v) for n, v in headers if n.lower() not in names] + list(ours)
+
+
 class Upstream:
     """The one upstream application, over a lean keep-alive HTTP/1.1 pool; WebSockets as byte tunnels."""
 
@@ -154,11 +166,17 @@ class Upstream:
             self._h2.close()
 
     async def forward(
-        self, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
+        self,
+        request: ServerRequest,
+        path_qs: str,
+        headers: list[tuple[str, str]],
+        ex: Exchange,
+        reply_headers: tuple[tuple[str, str], ...] = (),
     ) -> int:
-        """Send the request upstream and stream the answer back; ex gets the time to response headers."""
+        """Send the request upstream and stream the answer back; ex gets the time to response headers.
+        `reply_headers` are the gateway's own, set on the answer (a fresh DPoP-Nonce)."""
         if self._h2 is not None:
-            return await self._forward_h2(self._h2, request, path_qs, headers, ex)
+            return await self._forward_h2(self._h2, request, path_qs, headers, ex, reply_headers)
         method = request.method
         fields = headers
         if "Host" not in request.headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
@@ -181,7 +199,7 @@ class Upstream:
         ex.upstream_seconds = time.perf_counter() - started
         reusable = False
         try:
-            response_headers = _response_headers(head.headers, ex.request_id)
+            response_headers = _with_ours(_response_headers(head.headers, ex.request_id), reply_headers)
             if whole is not None:
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
@@ -260,7 +278,8 @@ class Upstream:
         raise AssertionError("unreachable")
 
     async def _forward_h2(
-        self, pool: H2Pool, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
+        self, pool: H2Pool, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange,
+        reply_headers: tuple[tuple[str, str], ...],
     ) -> int:
         """The same exchange over HTTP/2: both bodies stream, trailers pass (gRPC's status lives there);
         the wait for the answer is bounded by upstream.timeout, or a shorter grpc-timeout."""
@@ -286,7 +305,7 @@ class Upstream:
                 raise UpstreamUnreachable() from exc
             ex.upstream_seconds = time.perf_counter() - started
             status = int(head[0][1])
-            response_headers = _response_headers(head[1:], ex.request_id)
+            response_headers = _with_ours(_response_headers(head[1:], ex.request_id), reply_headers)
             if stream.ended:  # no body (a gRPC trailers-only answer among them): one HEADERS frame
                 if not any(n == "content-length" for n, _ in head):
                     response_headers.append(("content-length", "0"))

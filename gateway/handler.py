@@ -1,4 +1,4 @@
-"""THE request path: sanitize -> route -> extract -> authn -> authz -> claim headers -> forward or answer -> record.
+"""THE request path: sanitize -> route -> extract -> authn -> binding -> authz -> claim headers -> forward or answer -> record.
 
 Two ports share it. On the proxy port (`Gateway.handle`) a request is judged and
 forwarded; on the authz port (`Gateway.handle_check`) another proxy's check names
@@ -24,15 +24,17 @@ from gateway.access_log import AccessLog, Exchange, Listener
 from gateway.asked import Asked
 from gateway.authn import Authenticator
 from gateway.decision import ConveyError
+from gateway.dpop_binding import DPOP_DECISIONS, DpopRefusal
 from gateway.edge import ServerRequest
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.grpc import is_grpc
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, LocalReply, reply, token_refusal
+from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, DpopChallenge, LocalReply, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
+from gateway.token_cache import VerifiedToken
 
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -46,6 +48,7 @@ class Refused:
 
     decision: Decision
     reason: Reason | None = None
+    dpop: DpopChallenge | None = None  # a refusal under the DPoP scheme or by the binding step
 
 
 # A verdict: the claim headers of an allowed request, or why it is refused.
@@ -98,10 +101,11 @@ class Gateway:
         asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
         # A certificate-bound token's proof of possession: this connection's client certificate.
         verdict = await self._judge(
-            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers)
+            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers),
+            request.scheme, request.remote,
         )
         if isinstance(verdict, Refused):
-            return _refusal(request, reply(verdict.decision, ex.request_id, verdict.reason))
+            return _refusal(request, reply(verdict.decision, ex.request_id, verdict.reason, verdict.dpop))
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
@@ -119,7 +123,9 @@ class Gateway:
             if websocket:
                 return await rt.upstream.websocket(request, path_qs, headers, ex)
             request.send_continue()  # only now, once authorized (RFC 9110 §10.1.1)
-            return await rt.upstream.forward(request, path_qs, headers, ex)
+            # RFC 9449 §8.2: a proof with the previous nonce is answered with the current one.
+            fresh = (("DPoP-Nonce", ex.dpop_nonce), ("Cache-Control", "no-store")) if ex.dpop_nonce else ()
+            return await rt.upstream.forward(request, path_qs, headers, ex, fresh)
         except UpstreamUnreachable:
             return self._refuse(request, ex, Decision.UPSTREAM_UNREACHABLE)
         except UpstreamTimeout:
@@ -136,19 +142,24 @@ class Gateway:
         ex.method = conveyed.asked.method
         # No client certificate: the asking proxy's connection proves nothing of its client's,
         # so a certificate-bound token is refused here (SPEC: Decision mode).
-        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate)
+        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate, request.scheme, request.remote)
         if isinstance(verdict, Refused):
-            return _send(request, rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason))
+            return _send(
+                request,
+                rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason, verdict.dpop),
+            )
         # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
         await request.send_response(200, "OK", rt.decision.allowed(conveyed.family, verdict, ex.request_id), b"")
         return 200
 
     async def _judge(
-        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None]
+        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None],
+        scheme: str, peer: str | None,
     ) -> Verdict:
-        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers.
+        """Steps 1-5, the same for both ports: path, route, token and its bindings, claim rules, claim headers.
 
-        `client_certificate` gives the thumbprint of the certificate the client proved it holds.
+        `client_certificate` gives the thumbprint of the certificate the client proved it holds;
+        `scheme` and `peer` are the listener's and the connection's, for DPoP's external URI.
         """
         # 1. One spelling of the path, for routing and for the upstream alike.
         try:
@@ -168,7 +179,7 @@ class Gateway:
         if route.auth == "public" or (rt.cors_bypass and _is_preflight(asked)):
             return []
         try:
-            token = rt.extractor.extract(asked.headers, asked.query)
+            token, dpop_scheme = rt.extractor.extract_with_scheme(asked.headers, asked.query)
         except ExtractError as exc:
             if exc.kind == "multiple":
                 ex.reason = "multiple_tokens"
@@ -179,14 +190,38 @@ class Gateway:
             return self._refused(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
+        def dpop_binding(entry: VerifiedToken) -> None:
+            # Sender constraint (RFC 9449): the token's cnf.jkt and the request's DPoP proof belong
+            # together, on every request, cached token or not. It runs inside authentication, so
+            # its refusal is the verification result.
+            ex.issuer = entry.issuer_name
+            ex.dpop_nonce = rt.dpop.check(
+                issuer_name=entry.issuer_name, claims=entry.claims, token=token, dpop_scheme=dpop_scheme,
+                method=asked.method, path=path, headers=asked.headers, host=asked.host, scheme=scheme, peer=peer,
+            )
+
         try:
             verified = await self.authn.authenticate(
-                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate
+                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate,
+                decryption=rt.decryption, dpop_binding=dpop_binding,
             )
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
-            return self._refused(ex, token_refusal(exc.reason), exc.reason)
+            decision = token_refusal(exc.reason)
+            # RFC 9449 §7.1: the token's own faults are answered under the scheme it came with.
+            dpop = None
+            if dpop_scheme and decision is Decision.INVALID_TOKEN:
+                dpop = DpopChallenge(REASON_DESCRIPTIONS[exc.reason], rt.dpop.algs(ex.issuer))
+            return self._refused(ex, decision, exc.reason, dpop)
+        except DpopRefusal as refusal:
+            ex.reason = refusal.reason
+            _debug_refusal(ex, check=refusal.description)
+            if ex.issuer is not None:
+                self.metrics.dpop_check(ex.issuer, refusal.result).inc()
+            return self._refused(ex, DPOP_DECISIONS[refusal.kind], dpop=rt.dpop.challenge(refusal, ex.issuer, dpop_scheme))
+        if dpop_scheme:
+            self.metrics.dpop_check(verified.issuer_name, "ok").inc()
         ex.issuer = verified.issuer_name
         sub = verified.claims.get("sub")
         ex.sub = sub if isinstance(sub, str) else None
@@ -198,8 +233,9 @@ class Gateway:
             _debug_refusal(ex, check=f"claim rule on {failed!r} does not hold")
             return self._refused(ex, Decision.INSUFFICIENT_SCOPE)
 
-        # 5. Claim headers (the payload header is the token's own middle segment).
-        return rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+        # 5. Claim headers (the payload header is the signed JWS's payload segment: the token's
+        #    own middle segment, or for an encrypted token the one inside).
+        return rt.claim_plan.headers(verified.claims, verified.payload_b64 or token.split(".", 2)[1])
 
     def record_unparsed(self, decision: Decision, listener: Listener) -> None:
         """Count and log a request the request path never saw: unparseable (400, 431), a head too
@@ -209,9 +245,11 @@ class Gateway:
         self._record(ex)
 
     @staticmethod
-    def _refused(ex: Exchange, decision: Decision, reason: Reason | None = None) -> Refused:
+    def _refused(
+        ex: Exchange, decision: Decision, reason: Reason | None = None, dpop: DpopChallenge | None = None
+    ) -> Refused:
         ex.decision = decision
-        return Refused(decision, reason)
+        return Refused(decision, reason, dpop)
 
     def _refuse(self, request: ServerRequest, ex: Exchange, decision: Decision) -> int:
         ex.decision = decision

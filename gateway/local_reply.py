@@ -19,6 +19,9 @@ class Decision(StrEnum):
     NO_TOKEN = "no_token"  # required route without a token
     INVALID_REQUEST = "invalid_request"  # tokens in more than one place (RFC 6750 §2)
     INVALID_TOKEN = "invalid_token"
+    INVALID_DPOP_PROOF = "invalid_dpop_proof"  # RFC 9449 §7.1
+    USE_DPOP_NONCE = "use_dpop_nonce"  # RFC 9449 §9
+    DPOP_REPLAY_FULL = "dpop_replay_full"  # no room to remember another proof: fail closed
     INSUFFICIENT_SCOPE = "insufficient_scope"
     KEYS_UNAVAILABLE = "keys_unavailable"
     NO_ROUTE = "no_route"
@@ -48,6 +51,9 @@ REPLIES: dict[Decision, _Row] = {
     Decision.NO_TOKEN: _Row(401, "unauthorized", "a bearer token is required", _REALM),
     Decision.INVALID_REQUEST: _Row(400, "invalid_request", "a token was sent in more than one place", f'{_REALM}, error="invalid_request"'),
     Decision.INVALID_TOKEN: _Row(401, "invalid_token", "the token is not valid", f'{_REALM}, error="invalid_token"'),
+    Decision.INVALID_DPOP_PROOF: _Row(401, "invalid_dpop_proof", "the DPoP proof is not valid", 'DPoP error="invalid_dpop_proof"'),
+    Decision.USE_DPOP_NONCE: _Row(401, "use_dpop_nonce", "the DPoP proof must carry the current server nonce", 'DPoP error="use_dpop_nonce"'),
+    Decision.DPOP_REPLAY_FULL: _Row(503, "temporarily_unavailable", "too many DPoP proofs to remember; retry shortly"),
     Decision.INSUFFICIENT_SCOPE: _Row(403, "insufficient_scope", "the token lacks a claim this route requires", f'{_REALM}, error="insufficient_scope"'),
     Decision.KEYS_UNAVAILABLE: _Row(503, "temporarily_unavailable", "the issuer's signing keys are not available yet"),
     Decision.NO_ROUTE: _Row(404, "not_found", "no route matches this request"),
@@ -78,6 +84,8 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.MISSING_EXPIRATION: "the token has no expiration",
     Reason.LIFETIME_TOO_LONG: "the token's lifetime is too long",
     Reason.JWKS_UNAVAILABLE: "the issuer's signing keys are not available yet",
+    Reason.DECRYPT_FAILED: "the encrypted token could not be decrypted",
+    Reason.ENCRYPTION_REQUIRED: "the token must be encrypted",
     Reason.CERT_BINDING_MISMATCH: "the token is bound to a client certificate this connection did not present",
 }
 
@@ -92,6 +100,7 @@ SHED_RETRY_AFTER_SECONDS = "1"  # capacity frees up within a request's time, not
 # Every response the gateway writes names it without a version (aiohttp would add its own
 # and Python's); a proxied response keeps the upstream's Server header.
 SERVER_HEADER = ("Server", "gateway")
+_BASE_HEADERS = (("Content-Type", "application/json"), ("Cache-Control", "no-store"), SERVER_HEADER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +147,7 @@ def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
     description = row.description
     if reason is not None and decision is Decision.INVALID_TOKEN:
         description = REASON_DESCRIPTIONS.get(reason, description)
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), SERVER_HEADER]
+    headers = list(_BASE_HEADERS)
     if row.challenge is not None:
         if decision is Decision.NO_TOKEN:
             headers.append(("WWW-Authenticate", row.challenge))
@@ -148,10 +157,14 @@ def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
     if row.status == 503:
         retry = SHED_RETRY_AFTER_SECONDS if decision is Decision.OVERLOADED else RETRY_AFTER_SECONDS
         headers.append(("Retry-After", retry))
-    body = json.dumps({"error": row.error, "error_description": description, "request_id": ""})
-    status_line = f"HTTP/1.1 {row.status} {HTTPStatus(row.status).phrase}\r\n"
+    return _prepared(row.status, headers, row.error, description)
+
+
+def _prepared(status: int, headers: list[tuple[str, str]], error: str, description: str) -> _Prepared:
+    body = json.dumps({"error": error, "error_description": description, "request_id": ""})
+    status_line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
     http1_head = (status_line + "".join(f"{name}: {value}\r\n" for name, value in headers)).encode()
-    return _Prepared(row.status, tuple(headers), body[: -len('"}')].encode(), http1_head)
+    return _Prepared(status, tuple(headers), body[: -len('"}')].encode(), http1_head)
 
 
 @functools.lru_cache(maxsize=64)
@@ -177,7 +190,7 @@ def _grpc(prepared: _Prepared) -> _Prepared:
         ("grpc-message", description),
         SERVER_HEADER,
     ]
-    grpc.extend((name, headers[name]) for name in ("WWW-Authenticate", "Retry-After") if name in headers)
+    grpc.extend((name, headers[name]) for name in ("WWW-Authenticate", "Retry-After", "DPoP-Nonce") if name in headers)
     head = "".join(f"{name}: {value}\r\n" for name, value in grpc)
     return _Prepared(200, tuple(grpc), None, b"HTTP/1.1 200 OK\r\n" + head.encode())
 
@@ -188,10 +201,42 @@ _PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {
 _PREPARED.update({(Decision.INVALID_TOKEN, reason): _prepare(Decision.INVALID_TOKEN, reason) for reason in Reason})
 
 
-def reply(decision: Decision, request_id: str, reason: Reason | None = None) -> LocalReply:
-    """The local reply for `decision`; `reason` refines an invalid_token description.
+@dataclass(frozen=True, slots=True)
+class DpopChallenge:
+    """A refusal under the DPoP scheme or by the binding step (RFC 9449 §7.1): a fixed sentence
+    without quotes, the accepted proof algorithms, the scheme the client used, a nonce to demand."""
+
+    description: str
+    algs: str
+    dpop_scheme: bool = True
+    nonce: str | None = None
+
+
+def _dpop_reply(decision: Decision, request_id: str, dpop: DpopChallenge) -> LocalReply:
+    # The challenge names the scheme the client used; a DPoP one lists the proof algorithms, and
+    # a nonce demand carries exactly one fresh DPoP-Nonce (RFC 9449 §8).
+    row = REPLIES[decision]
+    headers = list(_BASE_HEADERS)
+    if row.status == 503:
+        headers.append(("Retry-After", RETRY_AFTER_SECONDS))
+    elif dpop.dpop_scheme:
+        headers.append(("WWW-Authenticate", f'DPoP error="{row.error}", error_description="{dpop.description}", algs="{dpop.algs}"'))
+    else:
+        headers.append(("WWW-Authenticate", f'{_REALM}, error="{row.error}", error_description="{dpop.description}"'))
+    if dpop.nonce is not None:
+        headers.append(("DPoP-Nonce", dpop.nonce))
+    return LocalReply(_prepared(row.status, headers, row.error, dpop.description), request_id)
+
+
+def reply(
+    decision: Decision, request_id: str, reason: Reason | None = None, dpop: DpopChallenge | None = None
+) -> LocalReply:
+    """The local reply for `decision`; `reason` refines an invalid_token description, `dpop` makes
+    it a DPoP challenge.
 
     request_id is one the gateway made or a client's that matched [A-Za-z0-9._:-]{1,128}
     (or "-"), so it needs no JSON escaping.
     """
+    if dpop is not None:
+        return _dpop_reply(decision, request_id, dpop)
     return LocalReply(_PREPARED.get((decision, reason)) or _PREPARED[(decision, None)], request_id)

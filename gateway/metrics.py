@@ -65,6 +65,18 @@ class _Observer:
         self._buckets[bisect_left(self._bounds, amount)].inc(1)  # the first bound >= amount, as upstream's scan
 
 
+def _bound(
+    children: dict[tuple[str, str], Any], metric: Any, first: str, second: str, wrap: Any = None
+) -> Any:
+    """A label child looked up once, then reused: `labels()` costs a lock and a tuple per call."""
+    key = (first, second)
+    child = children.get(key)
+    if child is None:
+        child = metric.labels(first, second)
+        child = children[key] = child if wrap is None else wrap(child)
+    return child
+
+
 class _LoopValue(values.MutexValue):
     """A metric value without a lock: a gateway process updates and scrapes its metrics
     from its one event-loop thread, so the lock prometheus_client takes per update buys nothing."""
@@ -141,6 +153,10 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
+        self.dpop_checks = Counter(
+            "gateway_dpop_checks", "DPoP binding checks (RFC 9449) by issuer and result: ok or the refusal.",
+            ["issuer", "result"], registry=r,
+        )
         self.tls_reloads = Counter(
             "gateway_tls_reloads", "Reloads of the proxy port's TLS certificate files by result (ok/error).",
             ["result"], registry=r,
@@ -174,6 +190,7 @@ class Metrics:
         )
         self._route_children: dict[tuple[str, str, int], RouteChildren] = {}
         self._verify_children: dict[tuple[str, str], Any] = {}
+        self._dpop_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
@@ -195,11 +212,11 @@ class Metrics:
 
     def verify_histogram(self, issuer: str, result: str) -> Any:
         """The verification histogram's child for (issuer, result); both come from closed sets."""
-        key = (issuer, result)
-        child = self._verify_children.get(key)
-        if child is None:
-            child = self._verify_children[key] = _Observer(self.jwt_verify_seconds.labels(issuer, result))
-        return child
+        return _bound(self._verify_children, self.jwt_verify_seconds, issuer, result, _Observer)
+
+    def dpop_check(self, issuer: str, result: str) -> Any:
+        """The DPoP counter's child for (issuer, result); both come from closed sets."""
+        return _bound(self._dpop_children, self.dpop_checks, issuer, result)
 
     def exposition(self) -> bytes:
         return generate_latest(self._scrape_registry)

@@ -17,6 +17,8 @@ from gateway.admin import Admin
 from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
 from gateway.config.model import GatewayConfig, Listen
+from gateway.decryption_keys import DecryptionKeyStore
+from gateway.dpop_state import DpopShared
 from gateway.edge import Edge, Handler, Limits
 from gateway.handler import Gateway
 from gateway.http1 import Http1Connection
@@ -41,13 +43,19 @@ def _listen_socket_host(listen: Listen) -> str:
 class GatewayProcess:
     """One running gateway: built from a config, reloadable, stoppable. Tests run it in-process too."""
 
-    def __init__(self, config: GatewayConfig, config_path: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, config_path: str | None = None, dpop_shared: DpopShared | None = None
+    ) -> None:
         self.config_path = config_path
+        # Made before the workers fork when there are several, so all of them share it.
+        self.dpop_shared = dpop_shared or DpopShared.create()
         self.metrics = Metrics()
         self.access_log = AccessLog()
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
-        self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
+        self.decryption = self._new_decryption(config)
+        runtime = build_runtime(config, self.keystore, decryption=self.decryption, dpop_shared=self.dpop_shared)
+        self.gateway = Gateway(runtime, self.authn, self.metrics, self.access_log)
         # TLS on the proxy port is decided at start; its files and settings follow reloads.
         self.tls = (
             ServerTls(config.server.tls, self.metrics, alpn=("h2", "http/1.1") if config.server.http2 else ())
@@ -80,9 +88,22 @@ class GatewayProcess:
             issuer.add_listener(on_change)
         return keystore
 
+    def _new_decryption(self, config: GatewayConfig) -> DecryptionKeyStore | None:
+        if config.decryption is None:
+            return None
+        store = DecryptionKeyStore(config.decryption)
+        # New keys (a Secret update): verdicts on JWEs are forgotten, so a removed key's tokens stop at once.
+        def on_change(_keys: object) -> None:
+            self.authn.cache.drop_encrypted()
+
+        store.add_listener(on_change)
+        return store
+
     async def start(self) -> None:
         cfg = self.runtime.config
         await self.keystore.start()
+        if self.decryption is not None:
+            self.decryption.start()
         shared = cfg.server.workers > 1  # workers share the ports; the kernel spreads connections
         if shared:
             # A worker joins the shared ports once it has keys, so a (re)started worker never
@@ -165,11 +186,17 @@ class GatewayProcess:
             self._reload_tls(config)
             keystore = self._new_keystore(config, old_runtime.keystore)
             await keystore.start()
-            runtime = build_runtime(config, keystore, previous=old_runtime)
+            decryption = self._new_decryption(config)
+            if decryption is not None:
+                decryption.start()
+            runtime = build_runtime(
+                config, keystore, previous=old_runtime, decryption=decryption, dpop_shared=self.dpop_shared
+            )
             self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
             self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
             self.keystore = keystore
+            old_decryption, self.decryption = self.decryption, decryption
             self.metrics.config_reloads.labels("ok").inc()
             set_log_level(config.server.log_level)
             log.info(
@@ -177,6 +204,8 @@ class GatewayProcess:
                 extra={"config": self.config_path, "issuers": len(config.issuers), "routes": len(config.routes)},
             )
         await old_runtime.keystore.close()
+        if old_decryption is not None:
+            await old_decryption.close()
         if old_runtime.upstream is not runtime.upstream:
             asyncio.get_running_loop().call_later(
                 config.server.shutdown_grace, lambda: asyncio.ensure_future(old_runtime.upstream.close())
@@ -216,6 +245,8 @@ class GatewayProcess:
         await asyncio.gather(*(edge.drain(grace) for _, edge in self._listeners))
         await self.runtime.upstream.close()
         await self.keystore.close()
+        if self.decryption is not None:
+            await self.decryption.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         self.access_log.flush()
@@ -249,9 +280,9 @@ def bound_port(site: web.TCPSite) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-async def serve(config: GatewayConfig, config_path: str | None) -> int:
+async def serve(config: GatewayConfig, config_path: str | None, dpop_shared: DpopShared | None = None) -> int:
     try:
-        process = GatewayProcess(config, config_path)
+        process = GatewayProcess(config, config_path, dpop_shared)
     except TlsFileError as exc:  # checked at load, but replaced since
         log.error("cannot serve TLS", extra={"key": f"server.tls.{exc.field}", "error": exc.message})
         return 1
@@ -299,15 +330,18 @@ def run_forever(config: GatewayConfig, config_path: str) -> int:
     from gateway.metrics import MULTIPROC_ENV
     from gateway.supervisor import Supervisor
 
-    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path))
+    # DPoP replay memory and nonce key: one for the whole process, inherited by every worker.
+    dpop_shared = DpopShared.create()
+    dpop_shared.replay.share_with_forks()
+    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path, dpop_shared))
     os.environ[MULTIPROC_ENV] = supervisor.metrics_dir
     log.info("starting workers", extra={"workers": config.server.workers})
     return supervisor.run()
 
 
-def _run_worker(config: GatewayConfig, config_path: str) -> int:
+def _run_worker(config: GatewayConfig, config_path: str, dpop_shared: DpopShared) -> int:
     from gateway.metrics import use_multiprocess_values
 
     use_multiprocess_values(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     _install_uvloop()
-    return asyncio.run(serve(config, config_path))
+    return asyncio.run(serve(config, config_path, dpop_shared))

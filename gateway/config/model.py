@@ -92,6 +92,10 @@ class ServerConfig:
     log_level: str = "info"
     tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
     forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
+    # DPoP htu (RFC 9449): the origin clients sign ("https://api.example.com", no path), and the
+    # peers whose X-Forwarded-Proto/-Host are believed when it is not set.
+    public_origin: tuple[str, str] | None = None  # (scheme, authority), lower-case, default port dropped
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs, validated
     # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
     authz_listen: Listen | None = None
     authz_dialect: AuthzDialect = "auto"
@@ -140,6 +144,19 @@ class JwksConfig:
     allow_http: bool = False
 
 
+DpopMode = Literal["off", "optional", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class DpopConfig:
+    """An issuer's DPoP rules (RFC 9449): off, optional (bound tokens need a proof), or required."""
+
+    mode: DpopMode = "off"
+    algorithms: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256")
+    max_age: float = 60.0  # how old a proof's iat may be, plus clock_skew
+    nonce: bool = False  # demand a server nonce (RFC 9449 §8/§9)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuerConfig:
     name: str
@@ -154,6 +171,18 @@ class IssuerConfig:
     typ: tuple[str, ...] = ("JWT", "at+jwt")
     jwks: JwksConfig | None = None  # None only when every algorithm is HS*
     secret: Secret | None = None  # resolved bytes for HS*; never inline in YAML
+    require_encryption: bool = False  # a plain JWS from this issuer gets 401 (needs `decryption`)
+    dpop: DpopConfig = field(default_factory=DpopConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionConfig:
+    """The gateway's own JWE private keys and the allow-lists they are used under (SPEC Part 2)."""
+
+    kind: Literal["file", "env"]
+    location: str  # an absolute file path, or an environment variable's name
+    algorithms: tuple[str, ...]  # key management (`alg`)
+    encryption: tuple[str, ...]  # content encryption (`enc`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,5 +237,6 @@ class GatewayConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     routes: tuple[RouteConfig, ...] = ()
     cache: CacheConfig = field(default_factory=CacheConfig)
+    decryption: DecryptionConfig | None = None  # absent: every JWE is refused
     source: str | None = None  # the file it was read from, for messages
     sha256: str | None = None  # hex digest of the file's bytes, set by load_config

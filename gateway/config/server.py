@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.authz import AUTHZ_BLOCK
+from gateway.config.dpop import SERVER_DPOP_BLOCK
 from gateway.config.http2 import SERVER_HTTP2_BLOCK
 from gateway.config.model import ServerConfig
 from gateway.config.reader import At, Block, Reader, same_socket
@@ -66,6 +67,7 @@ SERVER_BLOCKS: tuple[Block, ...] = (
     AUTHZ_BLOCK,
     Block(("header_timeout", "idle_timeout", "max_connections", "max_inflight"), _read_limits),
     SERVER_HTTP2_BLOCK,
+    SERVER_DPOP_BLOCK,
 )
 
 
