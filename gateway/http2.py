@@ -51,6 +51,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from gateway import hpack_cache
 from gateway.edge import Edge
 from gateway.grpc import is_grpc
+from gateway.h2_io import H2Endpoint
 from gateway.http1 import Http1Connection
 from gateway.local_reply import Decision, LocalReply, reply
 
@@ -69,33 +70,26 @@ ERROR_REASONS = (
 hpack_cache.install()  # a client's repeated token is Huffman-decoded once
 
 
-class Http2Connection(asyncio.Protocol):
+class Http2Connection(H2Endpoint):
     """One HTTP/2 client connection: frames in, a task per stream, frames out with flow control."""
 
     def __init__(self, edge: Edge) -> None:
         self._edge = edge
-        self._loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.scheme = "http"
-        self._h2 = H2Connection(
+        super().__init__(H2Connection(
             # What we send is checked before it reaches h2 (lower-case names, no connection-specific
             # fields; values came through a validating parser or our own table): h2 need not again.
             H2Configuration(
                 client_side=False, header_encoding=None, validate_inbound_headers=True,
                 validate_outbound_headers=False, normalize_outbound_headers=False,
             )
-        )
+        ))
         self._header_list_limit = max(65536, 4 * edge.limits.max_header_bytes)
         self._streams: dict[int, Http2Stream] = {}
         self._tasks = 0  # request-path tasks not yet ended (a reset stream's may still be winding down)
-        self._closed = False
         self._draining = False  # GOAWAY sent: no new streams; close once the open ones are answered
         self._since = 0.0  # when the connection last had no stream open
-        self._write_paused = False
-        self._flush_pending = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._window_waiters: dict[int, asyncio.Future[None]] = {}
         self._window_start = 0.0
         self._resets = self._pings = self._settings = 0
         self._errors = {reason: edge.metrics.http2_errors.labels(reason) for reason in ERROR_REASONS}
@@ -105,7 +99,7 @@ class Http2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         if not self._edge.admit(self):
-            self._closed = True
+            self.closed = True
             transport.abort()
             return
         sock = transport.get_extra_info("socket")
@@ -133,7 +127,7 @@ class Http2Connection(asyncio.Protocol):
         self._flush()
 
     def data_received(self, data: bytes) -> None:
-        if self._closed:
+        if self.closed:
             return
         try:
             events = self._h2.receive_data(data)
@@ -177,7 +171,7 @@ class Http2Connection(asyncio.Protocol):
                 self._pings += 1
             elif isinstance(event, ConnectionTerminated):
                 self._draining = True
-            if self._closed:
+            if self.closed:
                 return
         if not self._within_budgets():
             return
@@ -189,33 +183,23 @@ class Http2Connection(asyncio.Protocol):
         return None  # the client is done sending: close (streams still open see the connection go)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._closed = True
+        self.closed = True
         self._edge.release(self)
         for stream in list(self._streams.values()):
             stream.lost()
         self._streams.clear()
-        self._wake_all(ConnectionResetError("client closed the connection"))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        self._fail_waiters(ConnectionResetError("client closed the connection"))
 
     # -- deadlines and shutdown (called by the edge) -----------------------------------------
 
     def expire(self, now: float) -> None:
-        if not self._streams and not self._closed and now - self._since >= self._edge.limits.idle_timeout:
+        if not self._streams and not self.closed and now - self._since >= self._edge.limits.idle_timeout:
             self._edge.count_expired("idle_timeout")
             self._goodbye(ErrorCodes.NO_ERROR)
 
     def shut_down(self) -> None:
         """GOAWAY naming the last stream we took (RFC 9113 §6.8): open streams finish, no new ones start."""
-        if self._closed or self._draining:
+        if self.closed or self._draining:
             return
         self._draining = True
         self._write_now()  # what h2 has queued goes before our GOAWAY
@@ -228,15 +212,15 @@ class Http2Connection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
-        if self.transport is not None and not self._closed:
+        if self.transport is not None and not self.closed:
             self._write_now()  # frames still queued (a GOAWAY, a last answer) go first
-            self._closed = True
+            self.closed = True
             self.transport.close()
             self._edge.release(self)
 
     def abort(self) -> None:
         if self.transport is not None:
-            self._closed = True
+            self.closed = True
             self.transport.abort()
             self._edge.release(self)
 
@@ -282,8 +266,8 @@ class Http2Connection(asyncio.Protocol):
         """The answer is complete: a body the client is still sending is not wanted (RFC 9113 §8.1)."""
         if self._streams.pop(stream.stream_id, None) is None:
             return
-        self._window_waiters.pop(stream.stream_id, None)
-        if not stream.body.ended and not stream.reset and not self._closed:
+        self._forget_window(stream.stream_id)
+        if not stream.body.ended and not stream.reset and not self.closed:
             self._send_reset(stream.stream_id, ErrorCodes.NO_ERROR)
         self._give_back(stream.body.unread_window())
         if not self._streams:
@@ -298,7 +282,7 @@ class Http2Connection(asyncio.Protocol):
             self._resets += 1  # a stream cancelled before its answer (refused ones too): rapid reset's shape
         if stream is None:
             return
-        self._window_waiters.pop(stream_id, None)
+        self._forget_window(stream_id)
         self._give_back(stream.body.unread_window())
         stream.lost()
         if not self._streams:
@@ -316,7 +300,7 @@ class Http2Connection(asyncio.Protocol):
         if now - self._window_start >= 1.0:
             self._window_start = now
             self._resets = self._pings = self._settings = 0
-        return not self._closed
+        return not self.closed
 
     def _fail(self, reason: str, code: ErrorCodes) -> None:
         self._errors[reason].inc()
@@ -332,19 +316,6 @@ class Http2Connection(asyncio.Protocol):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Frames go out once the event loop has run everything ready now: one write for a
-        response's HEADERS, DATA and trailers, or a batch of WINDOW_UPDATEs, not one each."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self._write_now)
-
-    def _write_now(self) -> None:
-        self._flush_pending = False
-        data = self._h2.data_to_send()
-        if data and self.transport is not None and not self._closed:
-            self.transport.write(data)
-
     def _send_reset(self, stream_id: int, code: ErrorCodes) -> None:
         try:
             self._h2.reset_stream(stream_id, code)
@@ -352,41 +323,12 @@ class Http2Connection(asyncio.Protocol):
             pass
 
     def _give_back(self, length: int) -> None:
-        if length and not self._closed:
+        if length and not self.closed:
             self._h2.increment_flow_control_window(length)
 
-    async def drain(self) -> None:
-        if self._closed:
-            raise ConnectionResetError("client closed the connection")
-        if self._write_paused:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            await waiter
-
-    async def wait_for_window(self, stream_id: int) -> None:
-        waiter = self._window_waiters.get(stream_id)
-        if waiter is None or waiter.done():
-            waiter = self._window_waiters[stream_id] = self._loop.create_future()
-        await waiter
-
-    def _window_opened(self, stream_id: int) -> None:
-        if stream_id == 0:  # the connection's window, or every stream's: wake all
-            waiters = list(self._window_waiters.values())
-            self._window_waiters.clear()
-        else:
-            waiter = self._window_waiters.pop(stream_id, None)
-            waiters = [waiter] if waiter is not None else []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _wake_all(self, exc: BaseException) -> None:
-        for waiter in [*self._drain_waiters, *self._window_waiters.values()]:
-            if not waiter.done():
-                waiter.set_exception(exc)
-                waiter.exception()  # retrieved: nobody may be waiting any more
-        self._drain_waiters.clear()
-        self._window_waiters.clear()
+    def stream_open(self, stream_id: int) -> bool:
+        stream = self._streams.get(stream_id)
+        return stream is not None and not stream.reset
 
 
 def _decode(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
@@ -462,7 +404,7 @@ class _StreamBody:
 
     def _ack(self, window: int) -> None:
         conn = self._conn
-        if window and not conn._closed and self._stream_id in conn._streams:
+        if window and not conn.closed and self._stream_id in conn._streams:
             self._unacked -= window
             conn._h2.acknowledge_received_data(window, self._stream_id)
             conn._flush()
@@ -523,7 +465,7 @@ class Http2Stream:
     # -- answering ---------------------------------------------------------------------------
 
     def _check(self) -> None:
-        if self.reset or self._conn._closed:
+        if self.reset or self._conn.closed:
             raise ConnectionResetError("client closed the stream")
 
     def _send_headers(self, status: int, headers: list[tuple[str, str]], *, end: bool) -> None:
@@ -540,7 +482,7 @@ class Http2Stream:
 
     def send_local(self, local: LocalReply) -> None:
         self.response_started = self.response_done = True
-        if self.reset or self._conn._closed:
+        if self.reset or self._conn.closed:
             return
         body = b"" if self.method == "HEAD" else local.body
         headers = [*local.headers(), ("content-length", str(len(local.body)))]
@@ -558,7 +500,7 @@ class Http2Stream:
             self._send_headers(status, headers, end=True)
         else:
             self._send_headers(status, headers, end=False)
-            await self._send_data(body, end=True)
+            await self._conn.send_data(self.stream_id, body, end=True)
         self.response_done = True
         await self._conn.drain()
 
@@ -570,8 +512,7 @@ class Http2Stream:
 
     async def write(self, data: bytes) -> None:
         if data and self.method != "HEAD":
-            await self._send_data(data, end=False)
-            await self._conn.drain()
+            await self._conn.send_data(self.stream_id, data, end=False)
 
     async def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
         self._check()
@@ -583,26 +524,9 @@ class Http2Stream:
         self.response_done = True
         await self._conn.drain()
 
-    async def _send_data(self, data: bytes, *, end: bool) -> None:
-        """DATA frames within the peer's flow-control windows and frame size (RFC 9113 §5.2, §4.2)."""
-        conn = self._conn
-        h2 = conn._h2
-        view = memoryview(data)
-        while True:
-            self._check()
-            window = min(h2.local_flow_control_window(self.stream_id), h2.max_outbound_frame_size)
-            if window <= 0 and view:
-                await conn.wait_for_window(self.stream_id)
-                continue
-            piece, view = view[:window], view[window:]
-            h2.send_data(self.stream_id, bytes(piece), end_stream=end and not view)
-            conn._flush()
-            if not view:
-                return
-
     def abort(self) -> None:
         """Reset this stream only: the connection's other streams carry on."""
-        if not self.reset and not self._conn._closed:
+        if not self.reset and not self._conn.closed:
             self.reset = True
             self._conn._send_reset(self.stream_id, ErrorCodes.INTERNAL_ERROR)
             self._conn._flush()

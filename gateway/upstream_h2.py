@@ -33,6 +33,7 @@ from h2.settings import SettingCodes, Settings
 from hpack import NeverIndexedHeaderTuple
 
 from gateway import hpack_cache
+from gateway.h2_io import H2Endpoint
 from gateway.upstream_http import UpstreamConnectError, UpstreamConnectTimeout, UpstreamProtocolError
 
 STREAM_WINDOW = 1024 * 1024  # what one response may buffer before its client reads it
@@ -51,7 +52,7 @@ class UpstreamStream:
     def __init__(self, conn: H2UpstreamConnection, stream_id: int) -> None:
         self._conn = conn
         self.stream_id = stream_id
-        self.head: asyncio.Future[Fields] = conn.loop.create_future()  # :status first, then the headers
+        self.head: asyncio.Future[Fields] = conn._loop.create_future()  # :status first, then the headers
         self.trailers: Fields = []
         self._buffer: deque[tuple[bytes, int]] = deque()
         self._ended = False
@@ -81,7 +82,7 @@ class UpstreamStream:
                 raise self._error
             if self._ended:
                 return b""
-            self._waiter = self._conn.loop.create_future()
+            self._waiter = self._conn._loop.create_future()
             await self._waiter
         data, window = self._buffer.popleft()
         self._conn.acknowledge(self.stream_id, window)  # taken by the client: the upstream may send more
@@ -98,23 +99,16 @@ class UpstreamStream:
         self._conn.reset(self.stream_id)
 
 
-class H2UpstreamConnection(asyncio.Protocol):
+class H2UpstreamConnection(H2Endpoint):
     """One h2c connection to the upstream, many streams on it."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
         # The request's fields were validated as they arrived from the client (and ours are fixed
         # ASCII): h2 need not check them again on the way out; what the upstream sends is checked.
-        self._h2 = H2Connection(H2Configuration(
+        super().__init__(H2Connection(H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False,
-        ))
-        self._transport: asyncio.Transport | None = None
+        )))
         self._streams: dict[int, UpstreamStream] = {}
-        self._window_waiters: dict[int, asyncio.Future[None]] = {}
-        self._write_paused = False
-        self._flush_pending = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self.closed = False
         self.going_away = False  # GOAWAY received: no new streams here
 
     @property
@@ -133,7 +127,7 @@ class H2UpstreamConnection(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]
         h2 = self._h2
         h2.local_settings = Settings(
             client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW, SettingCodes.ENABLE_PUSH: 0}
@@ -173,9 +167,9 @@ class H2UpstreamConnection(asyncio.Protocol):
                 stream = self._streams.pop(event.stream_id, None)
                 if stream is not None:
                     stream._fail("the upstream reset the stream")
-                self._wake_window(event.stream_id)
+                self._window_opened(event.stream_id)
             elif isinstance(event, WindowUpdated | RemoteSettingsChanged):
-                self._wake_window(getattr(event, "stream_id", 0))
+                self._window_opened(getattr(event, "stream_id", 0))
             elif isinstance(event, ConnectionTerminated):
                 self.going_away = True
                 last = event.last_stream_id if event.last_stream_id is not None else 0
@@ -186,16 +180,6 @@ class H2UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._close("the upstream closed the connection")
 
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
     # -- streams -----------------------------------------------------------------------------
 
     def open(self, fields: list[tuple[bytes, bytes]], *, end: bool) -> UpstreamStream:
@@ -205,29 +189,8 @@ class H2UpstreamConnection(asyncio.Protocol):
         self._flush()
         return stream
 
-    async def send_data(self, stream_id: int, data: bytes, *, end: bool) -> None:
-        """DATA within the upstream's windows and frame size; waits while the socket is full."""
-        h2 = self._h2
-        view = memoryview(data)
-        while True:
-            if self.closed or stream_id not in self._streams:
-                raise UpstreamProtocolError("the upstream stream is gone")
-            window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
-            if window <= 0 and view:
-                waiter = self._window_waiters.get(stream_id)
-                if waiter is None or waiter.done():
-                    waiter = self._window_waiters[stream_id] = self.loop.create_future()
-                await waiter
-                continue
-            piece, view = view[:window], view[window:]
-            h2.send_data(stream_id, bytes(piece), end_stream=end and not view)
-            self._flush()
-            if self._write_paused:
-                drained = self.loop.create_future()
-                self._drain_waiters.append(drained)
-                await drained
-            if not view:
-                return
+    def stream_open(self, stream_id: int) -> bool:
+        return stream_id in self._streams
 
     def end_stream(self, stream_id: int) -> None:
         if not self.closed and stream_id in self._streams:
@@ -244,7 +207,7 @@ class H2UpstreamConnection(asyncio.Protocol):
 
     def reset(self, stream_id: int) -> None:
         stream = self._streams.pop(stream_id, None)
-        self._window_waiters.pop(stream_id, None)
+        self._forget_window(stream_id)
         if stream is None or self.closed:
             return
         try:
@@ -257,27 +220,6 @@ class H2UpstreamConnection(asyncio.Protocol):
             self._h2.increment_flow_control_window(unread)
         self._flush()
 
-    def _wake_window(self, stream_id: int) -> None:
-        waiters = list(self._window_waiters.values()) if stream_id == 0 else [self._window_waiters.pop(stream_id, None)]
-        if stream_id == 0:
-            self._window_waiters.clear()
-        for waiter in waiters:
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def _flush(self) -> None:
-        """Frames go out once the event loop has run everything ready now: one write for a
-        response's HEADERS, DATA and trailers, or a batch of WINDOW_UPDATEs, not one each."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.loop.call_soon(self._write_now)
-
-    def _write_now(self) -> None:
-        self._flush_pending = False
-        data = self._h2.data_to_send()
-        if data and self._transport is not None and not self.closed:
-            self._transport.write(data)
-
     def _close(self, message: str) -> None:
         if self.closed:
             return
@@ -285,14 +227,9 @@ class H2UpstreamConnection(asyncio.Protocol):
         for stream in self._streams.values():
             stream._fail(message)
         self._streams.clear()
-        for waiter in [*self._window_waiters.values(), *self._drain_waiters]:
-            if not waiter.done():
-                waiter.set_exception(UpstreamProtocolError(message))
-                waiter.exception()
-        self._window_waiters.clear()
-        self._drain_waiters.clear()
-        if self._transport is not None:
-            self._transport.close()
+        self._fail_waiters(UpstreamProtocolError(message))
+        if self.transport is not None:
+            self.transport.close()
 
     def close(self) -> None:
         if not self.closed:

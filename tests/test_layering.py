@@ -54,7 +54,7 @@ def test_aiohttp_only_at_the_edges(path: Path) -> None:
 @pytest.mark.parametrize("path", MODULES, ids=_name)
 def test_h2_only_in_the_http2_protocols(path: Path) -> None:
     uses = any(n.split(".")[0] in ("h2", "hpack", "hyperframe") for n in _imports(path))
-    assert not uses or path.stem in ("http2", "upstream_h2", "hpack_cache"), _name(path)
+    assert not uses or path.stem in ("http2", "upstream_h2", "hpack_cache", "h2_io"), _name(path)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)
