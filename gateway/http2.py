@@ -39,7 +39,6 @@ from h2.events import (
     RequestReceived,
     StreamEnded,
     StreamReset,
-    TrailersReceived,
     WindowUpdated,
 )
 from h2.exceptions import DenialOfServiceError, FlowControlError, ProtocolError, StreamClosedError
@@ -156,10 +155,6 @@ class Http2Connection(H2Endpoint):
                 stream = self._streams.get(event.stream_id)
                 if stream is not None:
                     stream.body.feed_eof()
-            elif isinstance(event, TrailersReceived):
-                stream = self._streams.get(event.stream_id)
-                if stream is not None:
-                    stream.trailers = _decode(event.headers)
             elif isinstance(event, StreamReset):
                 self._client_reset(event.stream_id)
             elif isinstance(event, WindowUpdated):
@@ -415,7 +410,7 @@ class Http2Stream:
 
     __slots__ = (
         "_conn", "body", "content_length", "has_body", "headers", "method", "raw_path", "remote", "reset",
-        "response_done", "response_started", "scheme", "stream_id", "task", "too_large", "trailers", "transport",
+        "response_done", "response_started", "scheme", "stream_id", "task", "too_large", "transport",
     )
 
     def __init__(self, conn: Http2Connection, stream_id: int, raw: list[tuple[bytes, bytes]], *, ended: bool) -> None:
@@ -453,7 +448,6 @@ class Http2Stream:
         self.response_done = False
         self.reset = False
         self.task: asyncio.Task[None] | None = None
-        self.trailers: list[tuple[str, str]] = []
 
     def lost(self) -> None:
         """The client reset the stream or left: the request path's task is cancelled (recorded 499)."""
