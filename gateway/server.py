@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 import ssl
 from typing import Any
@@ -321,9 +322,32 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+# Beyond the client connections: upstream connections, key fetches, the config, logs.
+FD_HEADROOM = 1024
+
+
+def raise_open_file_limit(max_connections: int) -> int:
+    """Lift the soft open-file limit toward what server.max_connections needs (up to the hard
+    limit), so the limit that refuses connections is ours, counted, and not accept()'s EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning(
+            "the open-file limit is below server.max_connections; accept() will fail first",
+            extra={"open_file_limit": soft, "max_connections": max_connections},
+        )
+    return soft
+
+
 def run_forever(config: GatewayConfig, config_path: str) -> int:
     """Serve `config` (read from `config_path`, which is watched for reloads) until SIGTERM."""
     set_log_level(config.server.log_level)
+    raise_open_file_limit(config.server.max_connections)  # workers inherit it
     if config.server.workers == 1:
         _install_uvloop()
         return asyncio.run(serve(config, config_path))
