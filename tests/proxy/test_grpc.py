@@ -235,3 +235,28 @@ async def test_upstream_down_is_unavailable(make_gateway: GatewayFactory, issuer
             await ch.unary_unary("/test.Echo/Unary")(b"x", metadata=_auth(issuer.token()))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info.value.details() == "the upstream could not be reached"
+
+
+async def test_upstream_timeout_applies_without_grpc_timeout(channel: grpc.aio.Channel, issuer: Issuer) -> None:
+    """No deadline on the call: upstream.timeout (1 s here) still bounds the wait, as for HTTP/1.1 (504 -> UNAVAILABLE)."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await channel.unary_unary("/test.Echo/Slow")(b"10", metadata=_auth(issuer.token()))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "the upstream did not answer in time"
+
+
+async def test_http1_client_gets_the_trailers_after_the_last_chunk(gateway: GatewayProcess, issuer: Issuer) -> None:
+    """An HTTP/2 upstream's trailers reach an HTTP/1.1 client in the chunked trailer section (RFC 9112 §7.1.2)."""
+    message = b"\x00\x00\x00\x00\x02hi"
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(
+        b"POST /test.Echo/Unary HTTP/1.1\r\nHost: x\r\nContent-Type: application/grpc\r\nTE: trailers\r\n"
+        b"Authorization: Bearer " + issuer.token().encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(message) + message
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
+    rest = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n"), 5)
+    assert rest.endswith(b"%x\r\n%b\r\n0\r\n" % (len(message), message))
+    trailer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"grpc-status: 0\r\n" in trailer
+    writer.close()
