@@ -41,7 +41,7 @@ from h2.events import (
     StreamReset,
     WindowUpdated,
 )
-from h2.exceptions import DenialOfServiceError, FlowControlError, ProtocolError, StreamClosedError
+from h2.exceptions import DenialOfServiceError, FlowControlError, H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
@@ -165,7 +165,9 @@ class Http2Connection(H2Endpoint):
             elif isinstance(event, PingReceived):
                 self._pings += 1
             elif isinstance(event, ConnectionTerminated):
-                self._draining = True
+                # The client's GOAWAY: h2 sends nothing after it, so what is open is abandoned.
+                self._abandon_streams()
+                self.close()
             if self.closed:
                 return
         if not self._within_budgets():
@@ -180,10 +182,14 @@ class Http2Connection(H2Endpoint):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True
         self._edge.release(self)
+        self._abandon_streams()
+        self._fail_waiters(ConnectionResetError("client closed the connection"))
+
+    def _abandon_streams(self) -> None:
+        """The client left: every open stream's request-path task is cancelled (recorded 499)."""
         for stream in list(self._streams.values()):
             stream.lost()
         self._streams.clear()
-        self._fail_waiters(ConnectionResetError("client closed the connection"))
 
     # -- deadlines and shutdown (called by the edge) -----------------------------------------
 
@@ -249,7 +255,10 @@ class Http2Connection(H2Endpoint):
         except Exception:
             log.error("internal error while handling a request", exc_info=True)
             if not stream.response_started and not stream.reset:
-                stream.send_local(reply(Decision.INTERNAL_ERROR, "-"))
+                try:
+                    stream.send_local(reply(Decision.INTERNAL_ERROR, "-"))
+                except (H2Error, ConnectionError):
+                    pass  # the stream could take no answer: reset below
         finally:
             self._edge.end_request()
             self._tasks -= 1
@@ -481,9 +490,15 @@ class Http2Stream:
         body = b"" if self.method == "HEAD" else local.body
         headers = [*local.headers(), ("content-length", str(len(local.body)))]
         self._send_headers(local.status, headers, end=not body)
-        if body:  # a local reply is small: within any window a client can have
-            self._conn._h2.send_data(self.stream_id, body, end_stream=True)
-            self._conn._flush()
+        if not body:
+            return
+        conn = self._conn
+        if conn._h2.local_flow_control_window(self.stream_id) < len(body):
+            # A client whose window cannot take a few hundred bytes: no answer is worth waiting for.
+            self.abort()
+            return
+        conn._h2.send_data(self.stream_id, body, end_stream=True)
+        conn._flush()
 
     def send_continue(self) -> None:
         """Nothing: an HTTP/2 client that waits for 100 (rare) gets the final answer instead."""

@@ -305,3 +305,36 @@ async def test_attack_waves_leave_memory_bounded_and_others_served(proc_factory,
         text = await resp.text()
     for reason in ("rapid_reset", "continuation_flood", "ping_flood"):
         assert f'gateway_http2_errors_total{{reason="{reason}"}} 15.0' in text
+
+
+async def test_client_goaway_abandons_open_streams(
+    gateway: GatewayProcess, client: H2Client, issuer: Issuer, upstream: Upstream
+) -> None:
+    client.start("GET", "/slow?delay=5", _bearer(issuer.token()), port=gateway.proxy_port)
+    await asyncio.wait_for(upstream.slow_started.wait(), 5)
+    client.h2.close_connection()
+    client.flush()
+    await asyncio.wait_for(upstream.cancelled.wait(), 5)  # the upstream exchange is cancelled too
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    other = await H2Client.connect(gateway.proxy_port)
+    try:
+        assert (await other.request("GET", "/public/x", port=gateway.proxy_port)).status == 200
+    finally:
+        await other.close()
+
+
+async def test_a_client_with_no_window_gets_its_stream_reset_not_a_crash(gateway: GatewayProcess) -> None:
+    """SETTINGS_INITIAL_WINDOW_SIZE 0: a local reply's body cannot be sent; the stream is reset, the connection serves on."""
+    client = H2Client()
+    client.h2.local_settings = type(client.h2.local_settings)(client=True, initial_values={0x4: 0})
+    client.reader, client.writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    client.h2.initiate_connection()
+    client.flush()
+    client._task = asyncio.get_running_loop().create_task(client._read())
+    try:
+        refused = await client.request("GET", "/api/x", port=gateway.proxy_port)
+        assert refused.status == 401 and refused.reset is not None and refused.body == b""
+        head = await client.request("HEAD", "/nowhere", port=gateway.proxy_port)
+        assert head.status == 404 and head.reset is None  # no body to send: answered whole
+    finally:
+        await client.close()
