@@ -260,3 +260,31 @@ async def test_http1_client_gets_the_trailers_after_the_last_chunk(gateway: Gate
     trailer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert b"grpc-status: 0\r\n" in trailer
     writer.close()
+
+
+async def test_a_restarted_service_is_reached_on_a_new_connection(
+    make_gateway: GatewayFactory, issuer: Issuer
+) -> None:
+    """The upstream's GOAWAY and close retire the pooled connection; the next call opens a fresh one."""
+    from tests.proxy.harness import free_port
+
+    port = free_port()
+
+    async def serve() -> grpc.aio.Server:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers([EchoService().handler("test.Echo")])
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        return server
+
+    server = await serve()
+    gw = await make_gateway(GRPC_CONFIG, grpc_port=port)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.proxy_port}") as ch:
+        call = ch.unary_unary("/test.Echo/Unary")
+        assert await call(b"one", metadata=_auth(issuer.token())) == b"one"
+        await server.stop(None)
+        server = await serve()
+        try:
+            assert await call(b"two", metadata=_auth(issuer.token())) == b"two"
+        finally:
+            await server.stop(None)
