@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint bench bench-edge bench-tls check-deploy check-decision bench-decision venv clean
+.PHONY: run test check lint bench bench-edge bench-grpc check-http2 bench-tls check-deploy check-decision bench-decision venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ bench: $(STAMP)
 bench-edge: $(STAMP)
 	BENCH_SCRIPT=edge_bench.py bash bench/run.sh
 	$(BIN)/python bench/slow_clients.py
+
+# HTTP/2 and gRPC (issue 15): gRPC unary calls vs Envoy jwt_authn, h2c vs HTTP/1.1; h2load from Debian.
+bench-grpc: $(STAMP)
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
+	BENCH_SCRIPT=grpc_bench.py bash bench/run.sh
+
+# curl --http2-prior-knowledge against HTTP/1.1 for the SPEC's table (installs curl if missing).
+check-http2: $(STAMP)
+	command -v curl >/dev/null || (apt-get update -qq && apt-get install -y -qq curl)
+	GATEWAY_E2E=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e_http2
 
 # TLS cost against plain HTTP (handshakes, keep-alive); installs wrk from Debian if missing.
 bench-tls: $(STAMP)
