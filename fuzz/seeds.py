@@ -120,7 +120,7 @@ def main() -> None:
         for old in folder.iterdir():
             old.unlink()
         for seed in make():
-            (folder / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+            (folder / hashlib.sha256(seed).hexdigest()[:40]).write_bytes(seed)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
