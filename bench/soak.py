@@ -513,6 +513,15 @@ def _metric_sum(metrics: str, name: str, label: str = "") -> float:
     return total
 
 
+def _is_error_line(line: str) -> bool:
+    """An error in the gateway's process log (one JSON object per line), or any traceback."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return "Traceback" in line
+    return isinstance(record, dict) and str(record.get("level", "")).lower() in ("error", "critical")
+
+
 def _report(soak: Soak, idp: Idp, metrics: str, stderr: str) -> int:
     OUT.mkdir(exist_ok=True)
     warmup = max(60.0, soak.minutes * 60 * 0.2)
@@ -526,7 +535,7 @@ def _report(soak: Soak, idp: Idp, metrics: str, stderr: str) -> int:
     fd_last = statistics.median(s["fds"] for s in after[-quarter:]) if after else 0
     reloads_ok = _metric_sum(metrics, "gateway_config_reloads_total", 'result="ok"')
     reloads_err = _metric_sum(metrics, "gateway_config_reloads_total", 'result="error"')
-    errors = [line for line in stderr.splitlines() if '"level":"ERROR"' in line or "Traceback" in line]
+    errors = [line for line in stderr.splitlines() if _is_error_line(line)]
     checks = [
         ("unexpected statuses", f"{soak.unexpected_count}", "0", soak.unexpected_count == 0),
         ("requests shed by the generator (over MAX_INFLIGHT)", f"{soak.shed}", "0", soak.shed == 0),

@@ -1,21 +1,35 @@
-"""The admin port: /healthz, /readyz and /metrics, never reachable through the proxy port."""
+"""The admin port: health, readiness, metrics, and what the running process knows (its config and keys).
+
+Never reachable through the proxy port. /config and /keys show no secret, no key
+material and no token: the config goes through config/redact.py, whose default
+is to hide anything that is not plain data, and keys are described by kid and
+type only.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gateway.config.redact import redacted
+from gateway.local_reply import SERVER_HEADER
 from gateway.metrics import CONTENT_TYPE
+from gateway.process_log import rfc3339
 
 if TYPE_CHECKING:
     from gateway.handler import Gateway
+    from gateway.keystore import KeyStatus
+
+SERVER = SERVER_HEADER[1]
 
 
 def _json(status: int, body: dict[str, object]) -> web.Response:
     return web.Response(
-        status=status, body=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        status=status,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Server": SERVER, "Cache-Control": "no-store"},
     )
 
 
@@ -32,7 +46,12 @@ class Admin:
         if path == "/readyz":
             return self._readyz()
         if path == "/metrics":
-            return web.Response(body=self._gateway.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})
+            headers = {"Content-Type": CONTENT_TYPE, "Server": SERVER}
+            return web.Response(body=self._gateway.metrics.exposition(), headers=headers)
+        if path == "/config":
+            return _json(200, self._config())
+        if path == "/keys":
+            return _json(200, {"issuers": [_key_status(issuer.status()) for issuer in self._gateway.runtime.keystore]})
         return _json(404, {"error": "not_found"})
 
     def _readyz(self) -> web.Response:
@@ -43,3 +62,22 @@ class Admin:
         if missing:
             return _json(503, {"ready": False, "reason": "issuers without keys", "issuers_without_keys": missing})
         return _json(200, {"ready": True})
+
+    def _config(self) -> dict[str, object]:
+        """The effective config (defaults filled in, durations in seconds), secrets redacted."""
+        runtime = self._gateway.runtime
+        config = runtime.config
+        body: dict[str, Any] = redacted(config)
+        for meta in ("source", "sha256"):
+            body.pop(meta, None)
+        return {"file": config.source, "sha256": config.sha256, "loaded_at": rfc3339(runtime.loaded_at), "config": body}
+
+
+def _key_status(status: KeyStatus) -> dict[str, object]:
+    last = status.last_load
+    view: dict[str, object] = redacted(status)  # plain data already; this also hides URL queries
+    view["last_fetch"] = None if last is None else {"at": rfc3339(last[0]), "result": last[1]}
+    del view["last_load"]
+    view["next_refresh"] = None if status.next_load is None else rfc3339(status.next_load)
+    del view["next_load"]
+    return view

@@ -20,7 +20,7 @@ def _config_path(given: str | None) -> str:
     return given or os.environ.get("GATEWAY_CONFIG") or DEFAULT_CONFIG
 
 
-def _load_or_report(path: str, consequence: str) -> GatewayConfig | None:
+def _load_or_report(path: str) -> GatewayConfig | None:
     """The config, or None after printing every error with its line to stderr."""
     from gateway.config.load import ConfigInvalid, load_config
 
@@ -29,13 +29,13 @@ def _load_or_report(path: str, consequence: str) -> GatewayConfig | None:
     except ConfigInvalid as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
-        print(f"{path}: {len(exc.issues)} error(s){consequence}", file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
         return None
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     path = _config_path(args.config)
-    cfg = _load_or_report(path, "")
+    cfg = _load_or_report(path)
     if cfg is None:
         return 1
     print(f"{path}: valid: {len(cfg.issuers)} issuer(s), {len(cfg.routes)} route(s)")
@@ -43,11 +43,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    # A running gateway writes JSON lines only, its refusal to start included.
+    import logging
+
+    from gateway.config.load import ConfigInvalid, load_config
+    from gateway.process_log import configure_logging
     from gateway.server import run_forever
 
+    configure_logging()
     path = _config_path(args.config)
-    cfg = _load_or_report(path, "; not starting")
-    return 1 if cfg is None else run_forever(cfg, path)
+    try:
+        cfg = load_config(path)
+    except ConfigInvalid as exc:
+        logging.getLogger("gateway").error(
+            "config refused; not starting", extra={"config": path, "issues": [i.as_dict() for i in exc.issues]}
+        )
+        return 1
+    return run_forever(cfg, path)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from yarl import URL
 
 from gateway.access_log import Exchange
 from gateway.config.model import UpstreamConfig
+from gateway.local_reply import SERVER_HEADER
 from gateway.upstream_http import (
     CHUNK,
     Connection,
@@ -186,6 +187,7 @@ class Upstream:
             response_headers = _response_headers(head.headers)
             # The client can correlate with our logs even when the app does not echo the id.
             response_headers.setdefault("X-Request-Id", ex.request_id)
+            response_headers.setdefault(*SERVER_HEADER)  # else aiohttp would name itself and Python
             if whole is not None:
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
@@ -286,6 +288,7 @@ class Upstream:
         client = web.WebSocketResponse(
             protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False, max_msg_size=0
         )
+        client.headers.add(*SERVER_HEADER)
         await client.prepare(request)
         try:
             await _pump_both(client, upstream)

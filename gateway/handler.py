@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import re
 import time
@@ -26,6 +27,7 @@ from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
 
+log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
 
@@ -85,8 +87,10 @@ class Gateway:
             except ExtractError as exc:
                 if exc.kind == "multiple":
                     ex.reason = "multiple_tokens"
+                    _debug_refusal(ex, check=exc.message)
                     return self._reply(ex, Decision.INVALID_REQUEST)
                 ex.reason = Reason.MALFORMED.value
+                _debug_refusal(ex, check=exc.message)
                 return self._reply(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
             if token is None:
                 if route.auth == "required":
@@ -96,6 +100,7 @@ class Gateway:
                     verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
                 except TokenError as exc:
                     ex.reason = exc.reason.value
+                    _debug_refusal(ex, check=exc.description)
                     if exc.reason is Reason.JWKS_UNAVAILABLE:
                         return self._reply(ex, Decision.KEYS_UNAVAILABLE)
                     return self._reply(ex, Decision.INVALID_TOKEN, exc.reason)
@@ -107,6 +112,7 @@ class Gateway:
                 failed = route.rules.first_failure(verified.claims)
                 if failed is not None:
                     ex.reason = "claim_rule"
+                    _debug_refusal(ex, check=f"claim rule on {failed!r} does not hold")
                     return self._reply(ex, Decision.INSUFFICIENT_SCOPE)
 
                 # 5. Claim headers (the payload header is the token's own middle segment).
@@ -167,6 +173,16 @@ def _request_id(request: web.BaseRequest) -> str:
     if given is not None and _REQUEST_ID.fullmatch(given):
         return given
     return f"{_ID_PREFIX}{next(_id_counter):08x}"
+
+
+def _debug_refusal(ex: Exchange, *, check: str) -> None:
+    """With server.log_level debug: which check refused the token, as a safe sentence (never the token
+    or a claim value; a claim rule is named by its configured claim path)."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "token refused",
+            extra={"request_id": ex.request_id, "route": ex.route, "reason": ex.reason, "issuer": ex.issuer, "check": check},
+        )
 
 
 def _is_preflight(request: web.BaseRequest) -> bool:

@@ -275,6 +275,11 @@ class RemoteSource:
                 self._jwks_uri = None
             raise
 
+    @property
+    def etag(self) -> str | None:
+        """The ETag of the document currently held, if its server sent one."""
+        return self._validators[1].etag if self._validators is not None else None
+
     def accept(self, fetched: Fetched) -> None:
         """Remember validators of a document the caller parsed and now holds.
 

@@ -32,7 +32,7 @@ import asyncio
 import logging
 import random as _random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,7 +42,7 @@ from gateway.config.model import IssuerConfig
 from gateway.jwks_fetch import FetchError, FetchResult, FileSource, RemoteSource
 
 if TYPE_CHECKING:
-    from gateway.jose.jwk import KeySet
+    from gateway.jose.jwk import Jwk, KeySet
 
 log = logging.getLogger("gateway.keys")
 
@@ -116,11 +116,34 @@ class _Deps:
 
     events: KeyEventSink
     clock: Callable[[], float]
+    wall_clock: Callable[[], float]  # epoch seconds, for what the admin port shows
     random: Callable[[], float]
     parse_set: ParseSet
     spawn: Callable[[Any], asyncio.Task[Any]]
     session: Callable[[], aiohttp.ClientSession]
     file_poll_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """A snapshot of one issuer's keys, for the admin port (times are epoch seconds)."""
+
+    issuer: str
+    source: str | None  # file | uri | discovery | inline; None when the issuer has only a secret
+    location: str | None  # the file path, uri or discovery URL
+    jwks_uri: str | None  # discovery: the jwks_uri in use
+    secret: bool  # an HS* secret is configured (never shown)
+    ready: bool
+    keys: tuple[dict[str, str | None], ...]  # each JWKS key's kid, kty, alg, crv, use
+    skipped: tuple[str, ...]  # why keys of the set were not loaded (safe sentences)
+    last_load: tuple[float, str] | None  # (when, FetchResult) of the last load attempt
+    next_load: float | None  # next scheduled refresh (remote) or check (file)
+    etag: str | None
+
+
+def describe_key(key: Jwk) -> dict[str, str | None]:
+    """What may be shown of a key: its identity and type, never its material."""
+    return {"kid": key.kid, "kty": key.kty, "alg": key.alg, "crv": key.crv, "use": key.use}
 
 
 class IssuerKeys:
@@ -139,7 +162,7 @@ class IssuerKeys:
                 # Config validation should have caught it; if not, the issuer stays
                 # unready (503, named by /readyz) rather than silently losing HS*.
                 self._secret_unusable = True
-                log.error("issuer secret unusable: issuer=%s: %s", self.name, str(exc)[:200])
+                log.error("issuer secret unusable", extra={"issuer": self.name, "error": type(exc).__name__})
         self._jwks: KeySet | None = None  # last good set from the JWKS source
         self._keys: KeySet | None = None  # what callers see: JWKS set merged with the HS secret
         self._document: Any = None  # the document `_jwks` came from, to skip re-parsing an unchanged one
@@ -150,6 +173,8 @@ class IssuerKeys:
         self._inflight: asyncio.Task[FetchResult] | None = None
         self._last_refetch: float | None = None
         self._closed = False
+        self._last_load: tuple[float, str] | None = None  # (epoch seconds, FetchResult) of the last attempt
+        self._next_load: float | None = None  # epoch seconds of the next scheduled refresh or file check
         jwks = config.jwks
         self._source: RemoteSource | FileSource | None = None
         if jwks is not None and jwks.kind in ("uri", "discovery"):
@@ -199,6 +224,25 @@ class IssuerKeys:
         await asyncio.shield(self._fetch_once())
         return self._keys
 
+    def status(self) -> KeyStatus:
+        """What the admin port shows of this issuer's keys: where they come from, which are held, and when
+        they were last and will next be loaded. Key metadata only, never key material."""
+        jwks = self.config.jwks
+        source = self._source
+        return KeyStatus(
+            issuer=self.name,
+            source=None if jwks is None else jwks.kind,
+            location=None if jwks is None or jwks.kind == "inline" else jwks.location,
+            jwks_uri=source.jwks_uri if isinstance(source, RemoteSource) else None,
+            secret=self.config.secret is not None,
+            ready=self.ready,
+            keys=tuple(describe_key(k) for k in self._jwks.keys) if self._jwks is not None else (),
+            skipped=self._skipped,
+            last_load=self._last_load,
+            next_load=self._next_load if isinstance(source, (RemoteSource, FileSource)) else None,
+            etag=source.etag if isinstance(source, RemoteSource) else None,
+        )
+
     # -- lifecycle, driven by KeyStore -----------------------------------------------
 
     def adopt(self, old: IssuerKeys) -> bool:
@@ -210,7 +254,7 @@ class IssuerKeys:
         ):
             return False
         self._jwks, self._document, self._skipped = old._jwks, old._document, old._skipped
-        self._max_age = old._max_age
+        self._max_age, self._last_load = old._max_age, old._last_load
         self._recompute()
         return True
 
@@ -247,12 +291,12 @@ class IssuerKeys:
         # Keys adopted from the previous config are fresh enough: no fetch storm on reload.
         first = True
         if self._jwks is not None:
-            await asyncio.sleep(self._next_delay(FetchResult.OK, first=True))
+            await self._sleep_until_next(self._next_delay(FetchResult.OK, first=True))
             first = False
         while True:
             result = await asyncio.shield(self._fetch_once())
             ok = result in (FetchResult.OK, FetchResult.NOT_MODIFIED)
-            await asyncio.sleep(self._next_delay(result, first=first and ok))
+            await self._sleep_until_next(self._next_delay(result, first=first and ok))
             first = first and not ok
 
     def _fetch_once(self) -> asyncio.Task[FetchResult]:
@@ -284,7 +328,7 @@ class IssuerKeys:
                 result = self._failed(exc)
         except Exception:
             # A bug here must not end the refresh loop or leak into the request path.
-            log.exception("jwks refresh crashed: issuer=%s", self.name)
+            log.exception("jwks refresh crashed", extra={"issuer": self.name})
             self._failures += 1
             result = FetchResult.INVALID
         self._report(result)
@@ -315,7 +359,7 @@ class IssuerKeys:
 
     async def _run_file(self) -> None:
         while True:
-            await asyncio.sleep(self._deps.file_poll_interval)
+            await self._sleep_until_next(self._deps.file_poll_interval)
             self._poll_file()
 
     def _poll_file(self) -> None:
@@ -349,7 +393,7 @@ class IssuerKeys:
         if skipped != self._skipped:
             # Logged when the set of skipped keys changes, not on every refresh.
             for message in skipped:
-                log.warning("jwks key skipped: issuer=%s: %s", self.name, message)
+                log.warning("jwks key skipped", extra={"issuer": self.name, "error": message})
                 self._emit("key_skipped", self.name, message)
             self._skipped = skipped
         if len(key_set) == 0:
@@ -373,29 +417,36 @@ class IssuerKeys:
         self._keys = new
         if new is None:
             return
-        log.info("jwks keys loaded: issuer=%s keys=%d", self.name, len(new))
+        log.info("jwks keys loaded", extra={"issuer": self.name, "keys": len(new)})
         self._emit("keys_loaded", self.name, len(new))
         for listener in list(self._listeners):
             try:
                 listener(old, new)
             except Exception:
-                log.exception("key-set listener failed: issuer=%s", self.name)
+                log.exception("key-set listener failed", extra={"issuer": self.name})
 
     def _failed(self, exc: FetchError) -> FetchResult:
         self._failures += 1
-        kept = "keeping the previous key set" if self._jwks is not None else "no key set yet"
-        log.warning("jwks refresh failed: issuer=%s result=%s: %s; %s", self.name, exc.result, exc.message, kept)
+        log.warning(
+            "jwks refresh failed",
+            extra={"issuer": self.name, "result": str(exc.result), "error": exc.message, "kept_previous": self._jwks is not None},
+        )
         return exc.result
 
     def _report(self, result: FetchResult) -> None:
+        self._last_load = (self._deps.wall_clock(), str(result))
         self._emit("refresh", self.name, str(result))
+
+    def _sleep_until_next(self, delay: float) -> Awaitable[None]:
+        self._next_load = self._deps.wall_clock() + delay
+        return asyncio.sleep(delay)
 
     def _emit(self, method: str, *args: Any) -> None:
         # An observer's bug must not break key loading.
         try:
             getattr(self._deps.events, method)(*args)
         except Exception:
-            log.exception("key event observer failed: %s", method)
+            log.exception("key event observer failed", extra={"observer": method})
 
 
 class KeyStore:
@@ -409,6 +460,7 @@ class KeyStore:
         session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
         events: KeyEventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
         parse_set: ParseSet | None = None,
         hmac_set: HmacSet | None = None,
@@ -423,6 +475,7 @@ class KeyStore:
         deps = _Deps(
             events=events or KeyEvents(),
             clock=clock,
+            wall_clock=wall_clock,
             random=random,
             parse_set=parse_set or _default_parse_set(),
             spawn=self._spawn,

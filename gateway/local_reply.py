@@ -74,6 +74,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
 }
 
 RETRY_AFTER_SECONDS = "5"
+# Every response the gateway writes names it without a version (aiohttp would add its own
+# and Python's); a proxied response keeps the upstream's Server header.
+SERVER_HEADER = ("Server", "gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +93,7 @@ def _prepare(decision: Decision, reason: Reason | None) -> _Prepared:
     description = row.description
     if reason is not None and decision is Decision.INVALID_TOKEN:
         description = REASON_DESCRIPTIONS.get(reason, description)
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), SERVER_HEADER]
     if row.challenge is not None:
         if decision is Decision.NO_TOKEN:
             headers.append(("WWW-Authenticate", row.challenge))

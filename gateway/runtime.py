@@ -5,7 +5,8 @@ The request path only reads a Runtime; a reload builds a new one and swaps one r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
@@ -33,6 +34,7 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
 
 
 def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:

@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from gateway.handler import Gateway
 from gateway.keystore import KeyStore
 from gateway.local_reply import Decision, reply
 from gateway.metrics import Metrics
+from gateway.process_log import set_log_level
 from gateway.runtime import Runtime, build_runtime
 from gateway.token_cache import TokenCache
 
@@ -142,7 +142,13 @@ class GatewayProcess:
         self.admin_port = bound_port(admin_site)
         if self.config_path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
-        log.info("listening: proxy %s, admin %s", cfg.server.listen, cfg.server.admin_listen)
+        log.info(
+            "listening",
+            extra={
+                "proxy": str(Listen(cfg.server.listen.host, self.proxy_port)),
+                "admin": str(Listen(cfg.server.admin_listen.host, self.admin_port)),
+            },
+        )
 
     async def _await_keys(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -160,9 +166,10 @@ class GatewayProcess:
                 config = load_config(self.config_path)
             except ConfigInvalid as exc:
                 self.metrics.config_reloads.labels("error").inc()
-                log.error("config reload refused, %d error(s); the previous config keeps serving", len(exc.issues))
-                for issue in exc.issues:
-                    log.error("  %s", issue)
+                log.error(
+                    "config reload refused; the previous config keeps serving",
+                    extra={"config": self.config_path, "issues": [i.as_dict() for i in exc.issues]},
+                )
                 return False
             old_runtime = self.runtime
             keystore = self._new_keystore(config, old_runtime.keystore)
@@ -173,7 +180,11 @@ class GatewayProcess:
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
             self.keystore = keystore
             self.metrics.config_reloads.labels("ok").inc()
-            log.info("config reloaded: %d issuer(s), %d route(s)", len(config.issuers), len(config.routes))
+            set_log_level(config.server.log_level)
+            log.info(
+                "config reloaded",
+                extra={"config": self.config_path, "issuers": len(config.issuers), "routes": len(config.routes)},
+            )
         await old_runtime.keystore.close()
         if old_runtime.upstream is not runtime.upstream:
             asyncio.get_running_loop().call_later(
@@ -221,22 +232,12 @@ def bound_port(site: web.TCPSite) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-def configure_logging() -> None:
-    # Diagnostics go to stderr; stdout carries only the JSON access log.
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}'
-    )
-    # aiohttp's own error logs can quote raw header lines (and so tokens); ours replace them.
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
-
-
 async def serve(config: GatewayConfig, config_path: str | None) -> int:
     process = GatewayProcess(config, config_path)
     try:
         await process.start()
     except OSError as exc:  # a port in use, an address not on this host
-        log.error("cannot listen: %s", exc.strerror or exc)
+        log.error("cannot listen", extra={"error": exc.strerror or type(exc).__name__})
         await process.stop()
         return 1
     # Everything built at start lives as long as the process: keep it out of every
@@ -248,13 +249,14 @@ async def serve(config: GatewayConfig, config_path: str | None) -> int:
 
     def on_term() -> None:
         if not stopping:
-            log.info("SIGTERM: draining for up to %ss", config.server.shutdown_grace)
+            log.info("stopping: draining in-flight requests", extra={"grace_seconds": config.server.shutdown_grace})
             stopping.append(loop.create_task(process.stop()))
 
     loop.add_signal_handler(signal.SIGTERM, on_term)
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(process.reload()) and None)
     await process.stopped.wait()
+    log.info("stopped")
     return 0
 
 
@@ -269,7 +271,7 @@ def _install_uvloop() -> None:
 
 def run_forever(config: GatewayConfig, config_path: str) -> int:
     """Serve `config` (read from `config_path`, which is watched for reloads) until SIGTERM."""
-    configure_logging()
+    set_log_level(config.server.log_level)
     if config.server.workers == 1:
         _install_uvloop()
         return asyncio.run(serve(config, config_path))
@@ -278,7 +280,7 @@ def run_forever(config: GatewayConfig, config_path: str) -> int:
 
     supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path))
     os.environ[MULTIPROC_ENV] = supervisor.metrics_dir
-    log.info("starting %d workers", config.server.workers)
+    log.info("starting workers", extra={"workers": config.server.workers})
     return supervisor.run()
 
 

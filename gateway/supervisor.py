@@ -53,7 +53,7 @@ class Supervisor:
                     if code not in (0, -signal.SIGTERM):
                         worst = max(worst, abs(code))
                     continue
-                log.error("worker %d (pid %d) exited with %d; starting a new one", index, pid, code)
+                log.error("worker exited; starting a new one", extra={"worker": index, "pid": pid, "exit_code": code})
                 time.sleep(RESPAWN_DELAY)
                 if not self._stopping:
                     self._spawn(index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -33,10 +34,10 @@ def test_run_refuses_an_invalid_config_with_every_error(tmp_path: Path) -> None:
     bad.write_text("server:\n  listen: nowhere\nroutes:\n  - name: a\n    match: {prefix: x}\n    auth: maybe\n")
     result = run("run", "-c", str(bad))
     assert result.returncode == 1
-    assert f"{bad}:2: server.listen" in result.stderr
-    assert f"{bad}:5: routes[0].match.prefix" in result.stderr
-    assert f"{bad}:6: routes[0].auth" in result.stderr
-    assert "not starting" in result.stderr
+    [line] = [json.loads(text) for text in result.stderr.splitlines()]  # a running gateway writes JSON only
+    assert line["level"] == "error" and "not starting" in line["msg"]
+    where = [(i["file"], i["line"], i["path"]) for i in line["issues"]]
+    assert where == [(str(bad), 2, "server.listen"), (str(bad), 5, "routes[0].match.prefix"), (str(bad), 6, "routes[0].auth")]
 
 
 def test_run_uses_gateway_config_env(tmp_path: Path) -> None:

@@ -19,6 +19,10 @@ class ConfigIssue:
     message: str
     source: str | None = None  # the config file as the user named it
 
+    def as_dict(self) -> dict[str, str | int | None]:
+        """The issue as structured log fields."""
+        return {"file": self.source, "line": self.line, "path": self.path, "error": self.message}
+
     def __str__(self) -> str:
         where = self.source or "<config>"
         if self.line is not None:

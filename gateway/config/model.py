@@ -17,7 +17,12 @@ RuleOp = Literal["contains", "any_of", "equals"]
 
 
 class Secret:
-    """Raw secret bytes that never show up in a repr, a log line or an error."""
+    """Raw secret bytes that never show up in a repr, a log line, an error or the admin /config view.
+
+    The marker for secret-bearing config values: a new block that holds key material or a
+    password stores it as a Secret (or a subclass), and every view of the config redacts it.
+    (The views redact any value that is not plain data, too: see config/redact.py.)
+    """
 
     __slots__ = ("_value",)
 
@@ -61,6 +66,8 @@ class ServerConfig:
     # Extension: processes sharing the ports (SO_REUSEPORT), each with its own event
     # loop and key fetcher; metrics are summed across them. Read at start only.
     workers: int = 1
+    # The process log's level (debug, info, warning, error); debug adds, per refused token, the failed check.
+    log_level: str = "info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +174,4 @@ class GatewayConfig:
     routes: tuple[RouteConfig, ...] = ()
     cache: CacheConfig = field(default_factory=CacheConfig)
     source: str | None = None  # the file it was read from, for messages
+    sha256: str | None = None  # hex digest of the file's bytes, set by load_config

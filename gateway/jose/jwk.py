@@ -51,6 +51,17 @@ _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 # A JWK Set with more keys than this is a misconfiguration or an attack on our memory.
 MAX_KEYS_PER_SET: Final = 256
 
+# ROCA (CVE-2017-15361): moduli from the affected Infineon library are, modulo each
+# of these small primes, a power of 65537. A random modulus passes all of them with
+# probability about 2^-28, so a pass means a factorable key (Nemec et al., CCS 2017).
+_ROCA_PRIMES: Final = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73,
+                       79, 83, 89, 97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167)
+_ROCA_RESIDUES: Final = {p: frozenset(pow(65537, k, p) for k in range(p)) for p in _ROCA_PRIMES}
+
+
+def _has_roca_fingerprint(n: int) -> bool:
+    return all(n % p in residues for p, residues in _ROCA_RESIDUES.items())
+
 
 class JwkError(ValueError):
     """A JWK or JWK Set we refuse; `str(err)` is a safe sentence with no key material."""
@@ -184,6 +195,8 @@ def _rsa(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
     # e = 1 makes every "signature" its own message; even e is not a valid RSA key.
     if e < 3 or e % 2 == 0 or e >= n:
         raise JwkError("the RSA public exponent is invalid")
+    if _has_roca_fingerprint(n):
+        raise JwkError("the RSA key has the ROCA weakness (CVE-2017-15361) and can be factored")
     try:
         key = rsa.RSAPublicNumbers(e, n).public_key()
     except (ValueError, TypeError) as exc:

@@ -15,9 +15,9 @@ from gateway.jose.algorithms import SUPPORTED, verify_signature
 from gateway.jose.claims import ClaimPolicy, check_claims
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jwk import Jwk, KeySet
-from gateway.jose.jws import ParsedToken, parse_token
+from gateway.jose.jws import JwsParts, ParsedToken, parse_token
 
-__all__ = ["VerifyPolicy", "check_typ", "verify_compact", "verify_token"]
+__all__ = ["VerifyPolicy", "check_typ", "verify_compact", "verify_jws_signature", "verify_token"]
 
 _MEDIA_PREFIX: Final = "application/"
 
@@ -69,6 +69,17 @@ class VerifyPolicy:
         object.__setattr__(self, "_typ_normalized", frozenset(_normalize_typ(t) for t in self.typ))
 
 
+def verify_jws_signature(jws: JwsParts, keys: KeySet) -> Jwk:
+    """The key of `keys` that verifies `jws` (chosen by kid and alg, no fallback), or raise `TokenError`.
+
+    The allow-list is the caller's to check first (RFC 8725 §3.1).
+    """
+    for key in keys.select(jws.alg, jws.kid):
+        if verify_signature(jws.alg, key, jws.signing_input, jws.signature):
+            return key
+    raise TokenError(Reason.BAD_SIGNATURE, "The token's signature does not verify.")
+
+
 def verify_token(token: ParsedToken, policy: VerifyPolicy, keys: KeySet, now: float) -> Jwk:
     """Return the key that verified `token`, or raise `TokenError`."""
     try:
@@ -78,11 +89,7 @@ def verify_token(token: ParsedToken, policy: VerifyPolicy, keys: KeySet, now: fl
         if alg not in policy.algorithms:
             raise TokenError(Reason.ALG_NOT_ALLOWED, "The token's algorithm is not allowed for this issuer.")
         _check_typ_normalized(jws.header, policy._typ_normalized)
-        for key in keys.select(alg, jws.kid):
-            if verify_signature(alg, key, jws.signing_input, jws.signature):
-                break
-        else:
-            raise TokenError(Reason.BAD_SIGNATURE, "The token's signature does not verify.")
+        key = verify_jws_signature(jws, keys)
         check_claims(token.claims, policy.claims, now)
         return key
     except TokenError:

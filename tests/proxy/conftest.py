@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.server import GatewayProcess
-from tests.proxy.harness import Issuer, Upstream, start_gateway, wait_for
+from tests.proxy.harness import GatewaySubprocess, Issuer, Upstream, free_port, start_gateway, wait_for
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _EC = ec.generate_private_key(ec.SECP256R1())
@@ -131,3 +131,26 @@ def url(process: GatewayProcess, path: str) -> str:
 
 def admin_url(process: GatewayProcess, path: str) -> str:
     return f"http://127.0.0.1:{process.admin_port}{path}"
+
+
+@pytest.fixture
+async def proc_factory(tmp_path: Path, issuer: Issuer, upstream: Upstream) -> AsyncIterator[object]:
+    started: list[GatewaySubprocess] = []
+
+    async def make(text: str = BASE_CONFIG, **fmt: object) -> tuple[GatewaySubprocess, int]:
+        port, admin_port = free_port(), free_port()
+        body = text.format(
+            **{"upstream_port": upstream.port, "issuer_url": issuer.url, "upstream_timeout": "5s", **fmt}
+        )
+        body = body.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
+        body = body.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
+        path = tmp_path / "gateway.yaml"
+        path.write_text(body)
+        proc = GatewaySubprocess(path, admin_port, tmp_path)
+        started.append(proc)
+        await proc.start()
+        return proc, port
+
+    yield make
+    for proc in started:
+        proc.kill()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -60,6 +61,7 @@ class Issuer:
     keys: list[dict[str, Any]] = field(default_factory=list)
     fetches: int = 0
     failing: bool = False  # answer 500, as an IdP having a bad day
+    etag: bool = False  # send an ETag (a digest of the keys) and answer a matching If-None-Match with 304
     runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -73,7 +75,12 @@ class Issuer:
         self.fetches += 1
         if self.failing:
             return web.Response(status=500, text="internal error")
-        return web.json_response({"keys": self.keys})
+        if not self.etag:
+            return web.json_response({"keys": self.keys})
+        tag = '"' + hashlib.sha256(json.dumps(self.keys, sort_keys=True).encode()).hexdigest()[:16] + '"'
+        if request.headers.get("If-None-Match") == tag:
+            return web.Response(status=304, headers={"ETag": tag})
+        return web.json_response({"keys": self.keys}, headers={"ETag": tag})
 
     def claims(self, **extra: Any) -> dict[str, Any]:
         now = int(time.time())

@@ -12,33 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.proxy.conftest import BASE_CONFIG
-from tests.proxy.harness import GatewaySubprocess, Issuer, Upstream, free_port, wait_for
+from tests.proxy.harness import Issuer, Upstream, wait_for
 
 MB = 1 << 20
-
-
-@pytest.fixture
-async def proc_factory(tmp_path: Path, issuer: Issuer, upstream: Upstream) -> AsyncIterator[object]:
-    started: list[GatewaySubprocess] = []
-
-    async def make(text: str = BASE_CONFIG, **fmt: object) -> tuple[GatewaySubprocess, int]:
-        port, admin_port = free_port(), free_port()
-        body = text.format(
-            **{"upstream_port": upstream.port, "issuer_url": issuer.url, "upstream_timeout": "5s", **fmt}
-        )
-        body = body.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
-        body = body.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
-        path = tmp_path / "gateway.yaml"
-        path.write_text(body)
-        proc = GatewaySubprocess(path, admin_port, tmp_path)
-        started.append(proc)
-        await proc.start()
-        return proc, port
-
-    yield make
-    for proc in started:
-        proc.kill()
 
 
 async def test_streaming_keeps_memory_flat(proc_factory, issuer: Issuer) -> None:  # type: ignore[no-untyped-def]
