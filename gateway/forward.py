@@ -143,6 +143,9 @@ class Upstream:
         # Made on first WebSocket, inside the running loop.
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                # No pool limit: each upstream WebSocket belongs to one client connection, which
+                # is what bounds them; aiohttp's default of 100 made the 101st wait, then 504.
+                connector=aiohttp.TCPConnector(limit=0),
                 timeout=self._ws_timeout,
                 cookie_jar=aiohttp.DummyCookieJar(),  # never keep an upstream's cookies between clients
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
