@@ -35,7 +35,7 @@ from gateway.server import GatewayProcess, bound_port
 ALLOWED = frozenset({100, 200, 400, 401, 403, 404, 431, 502, 503, 504})
 BREACH = 597
 ANSWER_DEADLINE = 10.0
-IDLE = 0.5
+IDLE = 0.25
 CLOSING_REQUEST = b"GET /public/end HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n\r\n"
 _STATUS_LINE = re.compile(rb"(?:^|\r\n)HTTP/1\.[01] (\d{3}) ")
 
