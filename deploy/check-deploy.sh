@@ -3,7 +3,8 @@
 #   bash .ci/deploy-tools.sh && bash deploy/check-deploy.sh      (make check-deploy)
 #
 #  1. hadolint        Dockerfile, .hadolint.yaml (failure threshold: info, nothing ignored)
-#  2. kustomize       `kubectl kustomize` of every overlay under deploy/overlays
+#  2. kustomize       `kubectl kustomize` of every overlay under deploy/overlays and of every
+#                     decision-mode example under deploy/decision/k8s
 #     kubernetes-validate --strict against the Kubernetes versions stated below; the one CRD
 #     kind used (PodMonitor, monitoring.coreos.com/v1) has no schema there: it is the only
 #     "Couldn't find schema" allowed, and tests/deploy/manifests_check.py checks its fields
@@ -25,6 +26,11 @@ declare -A K8S_VERSIONS=(
     [classic-sidecar]="1.27.0 1.33.0"
 )
 declare -A SIDECAR=([example]=native [classic-sidecar]=classic)
+
+# CRD kinds kubernetes-validate has no schema for; tests/deploy checks their fields instead
+# (manifests_check.py: PodMonitor; test_decision_examples.py: Middleware, AuthorizationPolicy).
+SCHEMALESS_CRDS="PodMonitor with api version monitoring.coreos.com/v1|Middleware with api version traefik.io/v1alpha1"
+SCHEMALESS_CRDS+="|AuthorizationPolicy with api version security.istio.io/v1"
 
 TOOLS=${DEPLOY_VENV:-.venv-deploy}/bin
 PY=.venv/bin/python
@@ -59,8 +65,8 @@ validate() {  # validate OVERLAY VERSION
     local rc=$?
     grep -v "^INFO" "$log"
     grep -c "^INFO .* passed" "$log" | sed "s/^/  resources passed: /"
-    # Any missing schema other than the PodMonitor CRD is a failure too.
-    if grep "^WARN" "$log" | grep -qv "Couldn't find schema for kind PodMonitor with api version monitoring.coreos.com/v1"; then
+    # Any missing schema other than the CRDs named in SCHEMALESS_CRDS is a failure too.
+    if grep "^WARN" "$log" | grep -Eqv "Couldn't find schema for kind ($SCHEMALESS_CRDS) "; then
         echo "unexpected warning" >&2; return 1
     fi
     return $rc
@@ -74,6 +80,17 @@ for dir in deploy/overlays/*/; do
         step "kubernetes-validate --strict $overlay @ $version" validate "$overlay" "$version"
     done
     step "cross-check $overlay" "$PY" -m tests.deploy.manifests_check "$OUT/$overlay.yaml" --sidecar "${SIDECAR[$overlay]:?}"
+done
+# Decision-mode examples: the gateway as the authorizer of ingress-nginx, Traefik and Istio.
+for dir in deploy/decision/k8s/*/; do
+    example=$(basename "$dir")
+    [ "$example" = authorizer ] && continue   # shared by the examples, not applied alone
+    step "kubectl kustomize decision/$example" \
+        sh -c "'$TOOLS/kubectl' kustomize '$dir' > '$OUT/decision-$example.yaml'"
+    cp "$OUT/decision-$example.yaml" "$OUT/rendered/decision-$example.yaml"
+    for version in 1.29.0 1.33.0; do
+        step "kubernetes-validate --strict decision/$example @ $version" validate "decision-$example" "$version"
+    done
 done
 
 # 3. Policy (offline: in an empty network namespace when possible; checkov calls home otherwise)

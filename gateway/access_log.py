@@ -6,12 +6,20 @@ import asyncio
 import sys
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from json.encoder import encode_basestring_ascii as _quote
 from typing import TextIO
 
 from gateway.local_reply import Decision
 
 _SUB_MAX = 256  # a hostile token could carry a huge sub; the log line stays bounded
+
+
+class Listener(StrEnum):
+    """Which port a request came in on: the `listener` metric label and log field."""
+
+    PROXY = "proxy"
+    AUTHZ = "authz"
 
 
 @dataclass(slots=True)
@@ -29,6 +37,7 @@ class Exchange:
     issuer: str | None = None
     sub: str | None = None
     upstream_seconds: float | None = None
+    listener: Listener = Listener.PROXY
 
 
 def _opt(value: str | None) -> str:
@@ -40,7 +49,7 @@ def format_line(ex: Exchange, duration: float, now: float) -> str:
     upstream_ms = "null" if ex.upstream_seconds is None else f"{ex.upstream_seconds * 1000:.3f}"
     sub = None if ex.sub is None else ex.sub[:_SUB_MAX]
     return (
-        f'{{"ts":{now:.3f},"request_id":{_quote(ex.request_id)},"method":{_quote(ex.method)},'
+        f'{{"ts":{now:.3f},"listener":"{ex.listener.value}","request_id":{_quote(ex.request_id)},"method":{_quote(ex.method)},'
         f'"path":{_quote(ex.path)},"route":{_quote(ex.route)},"status":{ex.status},'
         f'"duration_ms":{duration * 1000:.3f},"upstream_ms":{upstream_ms},"issuer":{_opt(ex.issuer)},'
         f'"sub":{_opt(sub)},"decision":"{ex.decision.value}","reason":{_opt(ex.reason)}}}\n'

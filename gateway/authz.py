@@ -20,12 +20,13 @@ A missing claim fails every rule.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.claim_path import MISSING, compile_claim_path, lookup_claim
 from gateway.config.model import ClaimRule
 
-__all__ = ["ClaimRules"]
+__all__ = ["ClaimRules", "RuleOutcome"]
 
 _ARRAY_TYPES: Final = (list, tuple)
 
@@ -121,13 +122,22 @@ def _equals_check(expected: Any) -> Callable[[Any], bool]:
     return _ValueSet((expected,)).has
 
 
+@dataclass(frozen=True, slots=True)
+class RuleOutcome:
+    """One rule applied to one token's claims (for gateway explain)."""
+
+    rule: ClaimRule
+    value: Any  # the claim's value, or MISSING
+    holds: bool
+
+
 class ClaimRules:
     """A route's compiled claim rules: every rule must hold (else 403)."""
 
     __slots__ = ("_checks",)
 
     def __init__(self, rules: Sequence[ClaimRule]) -> None:
-        checks: list[tuple[tuple[str, ...], str, Callable[[Any], bool]]] = []
+        checks: list[tuple[tuple[str, ...], str, Callable[[Any], bool], ClaimRule]] = []
         for rule in rules:
             if rule.op == "contains":
                 check = _contains_check(rule.value)
@@ -137,7 +147,7 @@ class ClaimRules:
                 check = _equals_check(rule.value)
             else:  # pragma: no cover - the config parser admits only the three
                 raise ValueError(f"unknown claim rule op {rule.op!r}")
-            checks.append((compile_claim_path(rule.claim), rule.claim, check))
+            checks.append((compile_claim_path(rule.claim), rule.claim, check, rule))
         self._checks = tuple(checks)
 
     def __bool__(self) -> bool:
@@ -146,8 +156,16 @@ class ClaimRules:
     def first_failure(self, claims: Mapping[str, Any]) -> str | None:
         """Return the configured claim path of the first rule that does not
         hold (safe to log: it is config, not a claim value), or None."""
-        for parts, name, check in self._checks:
+        for parts, name, check, _rule in self._checks:
             value = lookup_claim(claims, parts)
             if value is MISSING or not check(value):
                 return name
         return None
+
+    def outcomes(self, claims: Mapping[str, Any]) -> list[RuleOutcome]:
+        """Every rule with the claim's value and whether it holds: the same checks as first_failure."""
+        out = []
+        for parts, _name, check, rule in self._checks:
+            value = lookup_claim(claims, parts)
+            out.append(RuleOutcome(rule, value, value is not MISSING and check(value)))
+        return out

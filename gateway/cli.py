@@ -1,4 +1,4 @@
-"""Command line: `run`, `check`, `demo`; wiring and exit codes only."""
+"""Command line: `run`, `check`, `demo`, `explain`; wiring and exit codes only."""
 
 from __future__ import annotations
 
@@ -62,10 +62,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return run_forever(cfg, path)
 
 
+EXIT_ALLOWED, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from gateway.explain import explain
+
+    # Read from stdin with "-", so the token never lands in shell history.
+    token = sys.stdin.read() if args.token == "-" else args.token
+    token = token.strip()
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    if not token:
+        print("gateway explain: no token given", file=sys.stderr)
+        return EXIT_USAGE
+    cfg = _load_or_report(_config_path(args.config))
+    if cfg is None:
+        return EXIT_USAGE
+    logging.getLogger("gateway").setLevel(logging.ERROR)  # explain reports key loading itself
+    result = asyncio.run(
+        explain(cfg, token, method=args.method, path=args.path, host=args.host, offline=args.offline)
+    )
+    sys.stdout.write(result.text())
+    return EXIT_ALLOWED if result.allowed else EXIT_REFUSED
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_demo(port=args.port, admin_port=args.admin_port)
+    return run_demo(port=args.port, admin_port=args.admin_port, authz_port=args.authz_port if args.authz else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,9 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", help="config file")
     check.set_defaults(func=_cmd_check)
 
+    explain = sub.add_parser(
+        "explain",
+        help="why a token would pass or fail: each check in order; exit 0 allowed, 1 refused, 2 bad usage or config",
+    )
+    explain.add_argument("-c", "--config", help="config file")
+    explain.add_argument("--method", default="GET", help="request method (default GET)")
+    explain.add_argument("--path", default="/", help="request path (default /)")
+    explain.add_argument("--host", help="Host header, for routes that match on it")
+    explain.add_argument("--offline", action="store_true", help="use only file and inline keys: fetch nothing")
+    explain.add_argument("token", help='the token, or "-" to read it from stdin (keeps it out of shell history)')
+    explain.set_defaults(func=_cmd_explain)
+
     demo = sub.add_parser("demo", help="zero-setup demo: demo issuer + echo upstream, prints curl lines")
     demo.add_argument("--port", type=int, default=8080, help="proxy port (default 8080)")
     demo.add_argument("--admin-port", type=int, default=9901, help="admin port (default 9901)")
+    demo.add_argument("--authz", action="store_true", help="also open the decision port and print check examples")
+    demo.add_argument("--authz-port", type=int, default=9191, help="decision port with --authz (default 9191)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

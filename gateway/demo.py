@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
+import shutil
 import signal
 import tempfile
 import time
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from gateway.config.load import parse_config
+from gateway.config.load import load_config
 from gateway.process_log import configure_logging
 from gateway.server import GatewayProcess, bound_port
 
@@ -30,7 +30,7 @@ server:
   listen: "127.0.0.1:{port}"
   admin_listen: "127.0.0.1:{admin_port}"
   shutdown_grace: 2s
-upstream:
+{authz}upstream:
   url: "http://127.0.0.1:{upstream_port}"
 issuers:
   - name: demo
@@ -113,11 +113,13 @@ class Demo:
     issuer: DemoIssuer
     process: GatewayProcess
     runners: list[web.AppRunner]
+    config_path: Path
 
     async def close(self) -> None:
         await self.process.stop()
         for runner in self.runners:
             await runner.cleanup()
+        shutil.rmtree(self.config_path.parent, ignore_errors=True)
 
 
 async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
@@ -128,7 +130,13 @@ async def _serve_app(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, bound_port(site)
 
 
-async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0) -> Demo:
+def _authz_keys(authz_port: int | None) -> str:
+    if authz_port is None:
+        return ""
+    return f'  authz_listen: "127.0.0.1:{authz_port}"\n  authz_dialect: auto\n  authz_path_prefix: /authz\n'
+
+
+async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, authz_port: int | None = None) -> Demo:
     issuer = DemoIssuer()
     issuer_app = web.Application()
     issuer_app.router.add_get("/jwks.json", issuer.handle)
@@ -139,15 +147,19 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0) ->
     echo_runner, echo_port = await _serve_app(echo_app)
 
     text = DEMO_CONFIG.format(
-        port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE
+        port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
+        authz=_authz_keys(authz_port),
     )
-    config = parse_config(text, source="<demo>", base_dir=Path(tempfile.gettempdir()), environ=os.environ)
-    process = GatewayProcess(config)
+    # A real file, so that `gateway explain -c` and the admin /config can name it.
+    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    config_path = config_dir / "gateway.yaml"
+    config_path.write_text(text)
+    process = GatewayProcess(load_config(config_path), str(config_path))
     await process.start()
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return Demo(issuer, process, [issuer_runner, echo_runner])
+    return Demo(issuer, process, [issuer_runner, echo_runner], config_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -173,16 +185,44 @@ curl -s -H 'Authorization: Bearer {admin_token}' {base}/admin/users
 # 200: a public route needs no token
 curl -s {base}/public/hello
 
-# metrics and readiness
+# metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
+curl -s {admin}/config
+curl -s {admin}/keys
 
+# why a token passes or fails, check by check (exit 0 allowed, 1 refused); "-" reads the token from stdin
+gateway explain -c {demo.config_path} --path /api/orders {reader}
+gateway explain -c {demo.config_path} --path /admin/users {reader}
+{_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """
 
 
-async def _run(port: int, admin_port: int) -> int:
-    demo = await start_demo(port, admin_port)
+def _authz_instructions(demo: Demo, reader: str, admin_token: str) -> str:
+    """Decision mode: the checks nginx, Traefik and Envoy would send, and what each gets."""
+    if not demo.process.authz_port:
+        return ""
+    authz = f"http://127.0.0.1:{demo.process.authz_port}"
+    return f"""
+Decision mode: the authz port {authz} answers checks; nothing is forwarded.
+
+# 200: Traefik ForwardAuth's check; the answer carries the claim headers for Traefik to copy upstream
+curl -si -H 'X-Forwarded-Method: GET' -H 'X-Forwarded-Uri: /api/orders' -H 'X-Forwarded-Host: demo' -H 'Authorization: Bearer {reader}' {authz}/check
+
+# 403: nginx auth_request's check for /admin with a token that lacks the admin scope
+curl -si -H 'X-Original-Method: GET' -H 'X-Original-URI: /public/../admin/users' -H 'Authorization: Bearer {reader}' {authz}/check
+
+# 200: Envoy ext_authz's check (path_prefix /authz) with the admin scope
+curl -si -H 'Authorization: Bearer {admin_token}' {authz}/authz/admin/users
+
+# 401: Envoy ext_authz's check without a token
+curl -si {authz}/authz/api/orders
+"""
+
+
+async def _run(port: int, admin_port: int, authz_port: int | None) -> int:
+    demo = await start_demo(port, admin_port, authz_port=authz_port)
     print(_instructions(demo), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -193,6 +233,7 @@ async def _run(port: int, admin_port: int) -> int:
     return 0
 
 
-def run_demo(port: int = 8080, admin_port: int = 9901) -> int:
+def run_demo(port: int = 8080, admin_port: int = 9901, authz_port: int | None = None) -> int:
+    """`authz_port`: also open the decision port (gateway demo --authz)."""
     configure_logging()
-    return asyncio.run(_run(port, admin_port))
+    return asyncio.run(_run(port, admin_port, authz_port))

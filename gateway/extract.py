@@ -26,12 +26,11 @@ one method), and ``multiple`` wins over ``malformed``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final, Literal
 from urllib.parse import parse_qsl
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
+from gateway.asked import Headers, header_values
 from gateway.config.model import TokenSource
 
 __all__ = ["MAX_QUERY_FIELDS", "ExtractError", "TokenExtractor"]
@@ -40,8 +39,6 @@ ExtractKind = Literal["multiple", "malformed"]
 
 MAX_QUERY_FIELDS: Final = 256
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-Headers = CIMultiDictProxy[str] | CIMultiDict[str] | Mapping[str, str]
 
 
 class ExtractError(Exception):
@@ -62,19 +59,11 @@ _FOUND: Final = 1
 _MALFORMED: Final = 2
 
 
-def _header_values(headers: Headers, name: str, lower_name: str) -> list[str]:
-    if isinstance(headers, (CIMultiDictProxy, CIMultiDict)):
-        return headers.getall(name, [])
-    # A plain mapping (tests, other callers): compare names case-insensitively.
-    return [v for k, v in headers.items() if k.lower() == lower_name]
-
-
 class _HeaderSource:
-    __slots__ = ("lower_name", "name", "needs_space", "scheme", "scheme_len")
+    __slots__ = ("name", "needs_space", "scheme", "scheme_len")
 
     def __init__(self, source: TokenSource) -> None:
         self.name = source.name
-        self.lower_name = source.name.lower()
         prefix = source.prefix or ""
         self.scheme = prefix.rstrip(" ").lower()
         self.scheme_len = len(self.scheme)
@@ -83,7 +72,7 @@ class _HeaderSource:
         self.needs_space = prefix != prefix.rstrip(" ")
 
     def find(self, headers: Headers, query_string: str) -> tuple[int, str]:
-        values = _header_values(headers, self.name, self.lower_name)
+        values = header_values(headers, self.name)
         if not values:
             return _ABSENT, ""
         if len(values) > 1:
@@ -113,7 +102,7 @@ class _CookieSource:
     def find(self, headers: Headers, query_string: str) -> tuple[int, str]:
         name = self.name
         found: str | None = None
-        for header in _header_values(headers, "Cookie", "cookie"):
+        for header in header_values(headers, "Cookie"):
             if name not in header:  # cheap skip before splitting
                 continue
             for pair in header.split(";"):

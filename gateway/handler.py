@@ -1,8 +1,12 @@
-"""THE request path: sanitize -> route -> extract -> authn -> authz -> claim headers -> forward -> record.
+"""THE request path: sanitize -> route -> extract -> authn -> authz -> claim headers -> forward or answer -> record.
 
-Read `Gateway.handle` top to bottom to follow one request; each step is one call
-into a module with one job, and every reply the gateway writes itself comes from
-local_reply's table.
+Two ports share it. On the proxy port (`Gateway.handle`) a request is judged and
+forwarded; on the authz port (`Gateway.handle_check`) another proxy's check names
+the request to judge, and the verdict is answered instead of forwarded. Steps 1-5
+(`_judge`) are the same code for both, so a decision answer and a proxied request
+differ only in the last step. Read top to bottom to follow one request; each step
+is one call into a module with one job, and every reply the gateway writes itself
+comes from local_reply's table.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ import logging
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
-from gateway.access_log import AccessLog, Exchange
+from gateway.access_log import AccessLog, Exchange, Listener
+from gateway.asked import Asked
 from gateway.authn import Authenticator
+from gateway.decision import ConveyError
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, reply
+from gateway.local_reply import REPLIES, Decision, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
@@ -30,10 +38,23 @@ from gateway.sanitize import PathError, normalize_path
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
+_Serve = Callable[[web.BaseRequest, Runtime, Exchange], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A verdict against the request: the reply table's key, and the token reason refining it."""
+
+    decision: Decision
+    reason: Reason | None = None
+
+
+# A verdict: the claim headers of an allowed request, or why it is refused.
+Verdict = list[tuple[str, str]] | Refused
 
 
 class Gateway:
-    """The live runtime (swapped whole on reload) and the request handler that reads it."""
+    """The live runtime (swapped whole on reload) and the request handlers that read it."""
 
     def __init__(
         self, runtime: Runtime, authn: Authenticator, metrics: Metrics, log: AccessLog
@@ -45,11 +66,21 @@ class Gateway:
         self.draining = False
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The proxy port: judge the request, then forward it."""
+        return await self._exchange(request, Listener.PROXY, self._proxy)
+
+    async def handle_check(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The authz port: judge the request a check conveys, then answer it."""
+        return await self._exchange(request, Listener.AUTHZ, self._check)
+
+    async def _exchange(self, request: web.BaseRequest, listener: Listener, serve: _Serve) -> web.StreamResponse:
         rt = self.runtime  # one config for the whole request, even if a reload lands meanwhile
-        ex = Exchange(request_id=_request_id(request), method=request.method, started=time.perf_counter())
+        ex = Exchange(
+            request_id=_request_id(request), method=request.method, started=time.perf_counter(), listener=listener
+        )
         self.metrics.inflight.inc()
         try:
-            response = await self._process(request, rt, ex)
+            response = await serve(request, rt, ex)
             ex.status = response.status
             return response
         except (asyncio.CancelledError, ConnectionError):
@@ -63,60 +94,12 @@ class Gateway:
             self.metrics.inflight.dec()
             self._record(ex)
 
-    async def _process(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
-        # 1. One spelling of the path, for routing and for the upstream alike.
-        raw_path, _, query = request.raw_path.partition("?")
-        try:
-            path = normalize_path(raw_path)
-        except PathError as exc:
-            ex.reason = exc.kind
-            return self._reply(ex, Decision.BAD_PATH)
-        ex.path = path
-
-        # 2. First matching route.
-        route = rt.router.match(request.method, request.headers.get("Host"), path)
-        if route is None:
-            return self._reply(ex, Decision.NO_ROUTE)
-        ex.route = route.name
-
-        # 3. Authentication: public routes look at no token; CORS preflights carry none.
-        claim_headers: list[tuple[str, str]] = []
-        if route.auth != "public" and not (rt.cors_bypass and _is_preflight(request)):
-            try:
-                token = rt.extractor.extract(request.headers, query)
-            except ExtractError as exc:
-                if exc.kind == "multiple":
-                    ex.reason = "multiple_tokens"
-                    _debug_refusal(ex, check=exc.message)
-                    return self._reply(ex, Decision.INVALID_REQUEST)
-                ex.reason = Reason.MALFORMED.value
-                _debug_refusal(ex, check=exc.message)
-                return self._reply(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
-            if token is None:
-                if route.auth == "required":
-                    return self._reply(ex, Decision.NO_TOKEN)
-            else:
-                try:
-                    verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
-                except TokenError as exc:
-                    ex.reason = exc.reason.value
-                    _debug_refusal(ex, check=exc.description)
-                    if exc.reason is Reason.JWKS_UNAVAILABLE:
-                        return self._reply(ex, Decision.KEYS_UNAVAILABLE)
-                    return self._reply(ex, Decision.INVALID_TOKEN, exc.reason)
-                ex.issuer = verified.issuer_name
-                sub = verified.claims.get("sub")
-                ex.sub = sub if isinstance(sub, str) else None
-
-                # 4. Authorization: the route's claim rules, on every request, cached token or not.
-                failed = route.rules.first_failure(verified.claims)
-                if failed is not None:
-                    ex.reason = "claim_rule"
-                    _debug_refusal(ex, check=f"claim rule on {failed!r} does not hold")
-                    return self._reply(ex, Decision.INSUFFICIENT_SCOPE)
-
-                # 5. Claim headers (the payload header is the token's own middle segment).
-                claim_headers = rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+    async def _proxy(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+        # The request asks for itself; forwarding headers (X-Original-URI...) are ordinary headers here.
+        asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
+        verdict = await self._judge(asked, rt, ex)
+        if isinstance(verdict, Refused):
+            return reply(verdict.decision, ex.request_id, verdict.reason)
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
@@ -125,10 +108,10 @@ class Gateway:
             remote=request.remote,
             scheme=request.scheme,
             request_id=ex.request_id,
-            extra=claim_headers,
+            extra=verdict,
             websocket=websocket,
         )
-        path_qs = f"{path}?{query}" if query else path
+        path_qs = f"{ex.path}?{asked.query}" if asked.query else ex.path
 
         # 7. Forward. The body is asked for only now, so a refused request never uploads it.
         try:
@@ -137,23 +120,94 @@ class Gateway:
             await _send_continue(request)
             return await rt.upstream.forward(request, path_qs, headers, ex)
         except UpstreamUnreachable:
-            return self._reply(ex, Decision.UPSTREAM_UNREACHABLE)
+            return self._refuse(ex, Decision.UPSTREAM_UNREACHABLE)
         except UpstreamTimeout:
-            return self._reply(ex, Decision.UPSTREAM_TIMEOUT)
+            return self._refuse(ex, Decision.UPSTREAM_TIMEOUT)
 
-    def record_unparsed(self, decision: Decision) -> None:
+    async def _check(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+        # 0. Which request the check conveys: forwarding headers are trusted on this port only.
+        try:
+            conveyed = rt.decision.read(request.method, request.raw_path, request.headers.get("Host"), request.headers)
+        except ConveyError as exc:
+            ex.reason = exc.kind
+            ex.decision = exc.decision
+            return rt.decision.refused(exc.family, exc.decision, ex.request_id)
+        ex.method = conveyed.asked.method
+        verdict = await self._judge(conveyed.asked, rt, ex)
+        if isinstance(verdict, Refused):
+            return rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason)
+        # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
+        return rt.decision.allowed(conveyed.family, verdict, ex.request_id)
+
+    async def _judge(self, asked: Asked, rt: Runtime, ex: Exchange) -> Verdict:
+        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers."""
+        # 1. One spelling of the path, for routing and for the upstream alike.
+        try:
+            path = normalize_path(asked.raw_path)
+        except PathError as exc:
+            ex.reason = exc.kind
+            return self._refused(ex, Decision.BAD_PATH)
+        ex.path = path
+
+        # 2. First matching route.
+        route = rt.router.match(asked.method, asked.host, path)
+        if route is None:
+            return self._refused(ex, Decision.NO_ROUTE)
+        ex.route = route.name
+
+        # 3. Authentication: public routes look at no token; CORS preflights carry none.
+        if route.auth == "public" or (rt.cors_bypass and _is_preflight(asked)):
+            return []
+        try:
+            token = rt.extractor.extract(asked.headers, asked.query)
+        except ExtractError as exc:
+            if exc.kind == "multiple":
+                ex.reason = "multiple_tokens"
+                _debug_refusal(ex, check=exc.message)
+                return self._refused(ex, Decision.INVALID_REQUEST)
+            ex.reason = Reason.MALFORMED.value
+            _debug_refusal(ex, check=exc.message)
+            return self._refused(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
+        if token is None:
+            return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
+        try:
+            verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+        except TokenError as exc:
+            ex.reason = exc.reason.value
+            _debug_refusal(ex, check=exc.description)
+            return self._refused(ex, token_refusal(exc.reason), exc.reason)
+        ex.issuer = verified.issuer_name
+        sub = verified.claims.get("sub")
+        ex.sub = sub if isinstance(sub, str) else None
+
+        # 4. Authorization: the route's claim rules, on every request, cached token or not.
+        failed = route.rules.first_failure(verified.claims)
+        if failed is not None:
+            ex.reason = "claim_rule"
+            _debug_refusal(ex, check=f"claim rule on {failed!r} does not hold")
+            return self._refused(ex, Decision.INSUFFICIENT_SCOPE)
+
+        # 5. Claim headers (the payload header is the token's own middle segment).
+        return rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+
+    def record_unparsed(self, decision: Decision, listener: Listener) -> None:
         """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""
-        ex = Exchange(request_id="-", method="-", started=time.perf_counter(), decision=decision)
+        ex = Exchange(request_id="-", method="-", started=time.perf_counter(), decision=decision, listener=listener)
         ex.status = REPLIES[decision].status
         self._record(ex)
 
-    def _reply(self, ex: Exchange, decision: Decision, reason: Reason | None = None) -> web.Response:
+    @staticmethod
+    def _refused(ex: Exchange, decision: Decision, reason: Reason | None = None) -> Refused:
         ex.decision = decision
-        return reply(decision, ex.request_id, reason)
+        return Refused(decision, reason)
+
+    def _refuse(self, ex: Exchange, decision: Decision) -> web.Response:
+        ex.decision = decision
+        return reply(decision, ex.request_id)
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
-        children = self.metrics.route_children(ex.route, ex.status)
+        children = self.metrics.route_children(ex.listener, ex.route, ex.status)
         children.requests.inc()
         children.duration.observe(duration)
         if ex.upstream_seconds is not None:
@@ -185,9 +239,9 @@ def _debug_refusal(ex: Exchange, *, check: str) -> None:
         )
 
 
-def _is_preflight(request: web.BaseRequest) -> bool:
-    headers = request.headers
-    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+def _is_preflight(asked: Asked) -> bool:
+    headers = asked.headers
+    return asked.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

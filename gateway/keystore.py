@@ -501,13 +501,18 @@ class KeyStore:
                 taken.append(name)
         return taken
 
-    async def start(self) -> None:
-        """Load local keys and start background refresh; returns without waiting for any IdP."""
+    async def start(self, *, remote: bool = True) -> None:
+        """Load local keys and start background refresh; returns without waiting for any IdP.
+
+        remote=False (gateway explain --offline) loads file and inline sets only, once.
+        """
         if self._started:
             return
         self._started = True
         for issuer in self._issuers.values():
             issuer.load_local()
+        if not remote:
+            return
         for issuer in self._issuers.values():
             if issuer.config.jwks is not None and issuer.config.jwks.kind in ("uri", "discovery", "file"):
                 self._spawn(issuer.run())

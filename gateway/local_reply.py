@@ -14,7 +14,7 @@ from gateway.jose.errors import Reason
 class Decision(StrEnum):
     """What the gateway decided for a request: the access-log `decision` and the reply table key."""
 
-    ALLOW = "allow"  # forwarded upstream
+    ALLOW = "allow"  # forwarded upstream (authz listener: answered 200)
     NO_TOKEN = "no_token"  # required route without a token
     INVALID_REQUEST = "invalid_request"  # tokens in more than one place (RFC 6750 §2)
     INVALID_TOKEN = "invalid_token"
@@ -24,6 +24,7 @@ class Decision(StrEnum):
     BAD_PATH = "bad_path"
     HEADERS_TOO_LARGE = "headers_too_large"
     BAD_REQUEST = "bad_request"  # unparseable HTTP
+    AMBIGUOUS_CHECK = "ambiguous_check"  # authz listener: the original request not conveyed unambiguously
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
     INTERNAL_ERROR = "internal_error"  # a bug of ours; never a stack trace to the client
@@ -50,6 +51,7 @@ REPLIES: dict[Decision, _Row] = {
     Decision.BAD_PATH: _Row(400, "invalid_path", "the request path cannot be normalized safely"),
     Decision.HEADERS_TOO_LARGE: _Row(431, "headers_too_large", "a request header line is too long"),
     Decision.BAD_REQUEST: _Row(400, "bad_request", "the request is not valid HTTP"),
+    Decision.AMBIGUOUS_CHECK: _Row(400, "invalid_request", "the check does not convey one original request unambiguously"),
     Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
     Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),
     Decision.INTERNAL_ERROR: _Row(500, "internal_error", "the gateway failed to handle this request"),
@@ -72,6 +74,11 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.LIFETIME_TOO_LONG: "the token's lifetime is too long",
     Reason.JWKS_UNAVAILABLE: "the issuer's signing keys are not available yet",
 }
+
+def token_refusal(reason: Reason) -> Decision:
+    """The decision for a token refused with `reason`: 503 when the issuer's keys cannot be had, else 401."""
+    return Decision.KEYS_UNAVAILABLE if reason is Reason.JWKS_UNAVAILABLE else Decision.INVALID_TOKEN
+
 
 RETRY_AFTER_SECONDS = "5"
 # Every response the gateway writes names it without a version (aiohttp would add its own

@@ -102,12 +102,12 @@ class Metrics:
             ["result"], registry=r,
         )
         self.requests = Counter(
-            "gateway_requests", "Requests handled, by route and HTTP status code.",
-            ["route", "code"], registry=r,
+            "gateway_requests", "Requests handled, by listener (proxy/authz), route and HTTP status code.",
+            ["listener", "route", "code"], registry=r,
         )
         self.request_duration = Histogram(
-            "gateway_request_duration_seconds", "Time from request start to response end, by route.",
-            ["route"], buckets=REQUEST_BUCKETS, registry=r,
+            "gateway_request_duration_seconds", "Time from request start to response end, by listener and route.",
+            ["listener", "route"], buckets=REQUEST_BUCKETS, registry=r,
         )
         self.upstream_duration = Histogram(
             "gateway_upstream_duration_seconds", "Time until the upstream's response headers, by route.",
@@ -127,21 +127,21 @@ class Metrics:
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
-        self._route_children: dict[tuple[str, int], RouteChildren] = {}
+        self._route_children: dict[tuple[str, str, int], RouteChildren] = {}
         self._verify_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
 
-    def route_children(self, route: str, status: int) -> RouteChildren:
-        # Routes come from config and statuses from a small set, so this map stays small.
-        key = (route, status)
+    def route_children(self, listener: str, route: str, status: int) -> RouteChildren:
+        # Listeners and routes come from config and statuses from a small set, so this map stays small.
+        key = (listener, route, status)
         children = self._route_children.get(key)
         if children is None:
             children = RouteChildren(
-                self.requests.labels(route, str(status)),
-                self.request_duration.labels(route),
+                self.requests.labels(listener, route, str(status)),
+                self.request_duration.labels(listener, route),
                 self.upstream_duration.labels(route),
             )
             self._route_children[key] = children

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from gateway.authn import IssuerRuntime, IssuerTable
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
+from gateway.decision import DecisionEdge
 from gateway.extract import TokenExtractor
 from gateway.forward import HeaderPlan, Upstream
 from gateway.jose.claims import ClaimPolicy
@@ -34,6 +35,7 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
 
 
@@ -72,4 +74,7 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
         ),
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
+        decision=DecisionEdge(
+            config.server.authz_dialect, config.server.authz_path_prefix, claim_plan.strip_names
+        ),
     )

@@ -1,4 +1,4 @@
-"""The process: uvloop, proxy and admin listeners, reload on SIGHUP or file change, drain on SIGTERM."""
+"""The process: uvloop, proxy, authz and admin listeners, reload on SIGHUP or file change, drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.access_log import AccessLog
+from gateway.access_log import AccessLog, Listener
 from gateway.admin import Admin
 from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
@@ -56,14 +57,17 @@ class _ProxyProtocol(RequestHandler):
             decision = Decision.INTERNAL_ERROR
         server = self._manager
         if decision is not Decision.INTERNAL_ERROR and isinstance(server, _ProxyServer) and server.gateway:
-            server.gateway.record_unparsed(decision)  # the handler never ran: count and log it here
+            server.gateway.record_unparsed(decision, server.listener)  # the handler never ran: count and log it here
         response = reply(decision, "-")
         response.force_close()
         return response
 
 
 class _ProxyServer(web.Server):
+    """The proxy port, and the authz port, which reads requests the same way."""
+
     gateway: Gateway | None = None
+    listener: Listener = Listener.PROXY
 
     def __call__(self) -> RequestHandler:
         return _ProxyProtocol(self, loop=self._loop, **self._kwargs)
@@ -84,8 +88,10 @@ class GatewayProcess:
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
         self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
         self._proxy_runner: web.ServerRunner | None = None
+        self._authz_runner: web.ServerRunner | None = None
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
+        self.authz_port = 0  # 0 while decision mode is off
         self.admin_port = 0
         self._watch_task: asyncio.Task[None] | None = None
         self._config_stamp = _stamp(config_path)
@@ -116,21 +122,14 @@ class GatewayProcess:
             # A worker joins the shared ports once it has keys, so a (re)started worker never
             # answers 503 while its siblings could serve; a single process listens at once.
             await self._await_keys(WORKER_JOIN_TIMEOUT)
-        proxy = _ProxyServer(
-            self.gateway.handle,
-            handler_cancellation=True,  # a client that goes away cancels its upstream exchange
-            max_line_size=cfg.server.max_header_bytes,
-            max_field_size=cfg.server.max_header_bytes,
-            access_log=None,
+        self._proxy_runner, self.proxy_port = await self._listen(
+            self.gateway.handle, Listener.PROXY, cfg.server.listen, shared
         )
-        proxy.gateway = self.gateway
-        self._proxy_runner = web.ServerRunner(proxy, shutdown_timeout=cfg.server.shutdown_grace)
-        await self._proxy_runner.setup()
-        site = web.TCPSite(
-            self._proxy_runner, _listen_socket_host(cfg.server.listen), cfg.server.listen.port, reuse_port=shared
-        )
-        await site.start()
-        self.proxy_port = bound_port(site)
+        if cfg.server.authz_listen is not None:
+            # Decision mode: the same request path, answering instead of forwarding.
+            self._authz_runner, self.authz_port = await self._listen(
+                self.gateway.handle_check, Listener.AUTHZ, cfg.server.authz_listen, shared
+            )
         admin = web.Server(Admin(self.gateway).handle, access_log=None)
         self._admin_runner = web.ServerRunner(admin, shutdown_timeout=1.0)
         await self._admin_runner.setup()
@@ -142,13 +141,33 @@ class GatewayProcess:
         self.admin_port = bound_port(admin_site)
         if self.config_path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
-        log.info(
-            "listening",
-            extra={
-                "proxy": str(Listen(cfg.server.listen.host, self.proxy_port)),
-                "admin": str(Listen(cfg.server.admin_listen.host, self.admin_port)),
-            },
+        listening = {
+            "proxy": str(Listen(cfg.server.listen.host, self.proxy_port)),
+            "admin": str(Listen(cfg.server.admin_listen.host, self.admin_port)),
+        }
+        if cfg.server.authz_listen is not None:
+            listening["authz"] = str(Listen(cfg.server.authz_listen.host, self.authz_port))
+        log.info("listening", extra=listening)
+
+    async def _listen(
+        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], listener: Listener,
+        listen: Listen, shared: bool,
+    ) -> tuple[web.ServerRunner, int]:
+        cfg = self.runtime.config
+        server = _ProxyServer(
+            handler,
+            handler_cancellation=True,  # a client that goes away cancels its upstream exchange
+            max_line_size=cfg.server.max_header_bytes,
+            max_field_size=cfg.server.max_header_bytes,
+            access_log=None,
         )
+        server.gateway = self.gateway
+        server.listener = listener
+        runner = web.ServerRunner(server, shutdown_timeout=cfg.server.shutdown_grace)
+        await runner.setup()
+        site = web.TCPSite(runner, _listen_socket_host(listen), listen.port, reuse_port=shared)
+        await site.start()
+        return runner, bound_port(site)
 
     async def _await_keys(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -206,8 +225,10 @@ class GatewayProcess:
         self.gateway.draining = True
         if self._watch_task is not None:
             self._watch_task.cancel()
-        if self._proxy_runner is not None:
-            await self._proxy_runner.cleanup()
+        # Both request ports stop accepting at once, then drain together.
+        await asyncio.gather(
+            *(runner.cleanup() for runner in (self._proxy_runner, self._authz_runner) if runner is not None)
+        )
         await self.runtime.upstream.close()
         await self.keystore.close()
         if self._admin_runner is not None:

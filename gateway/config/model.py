@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 AuthMode = Literal["public", "optional", "required"]
+AuthzDialect = Literal["auto", "traefik", "nginx", "envoy"]
 TokenLocation = Literal["header", "cookie", "query"]
 JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
@@ -68,6 +69,10 @@ class ServerConfig:
     workers: int = 1
     # The process log's level (debug, info, warning, error); debug adds, per refused token, the failed check.
     log_level: str = "info"
+    # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
+    authz_listen: Listen | None = None
+    authz_dialect: AuthzDialect = "auto"
+    authz_path_prefix: str = ""  # envoy dialect: stripped from the check path ("" strips nothing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,3 +362,9 @@ def section(key: str, parse: Callable[[Reader, At], Any]) -> Block:
             fields[key] = value
 
     return Block((key,), read)
+
+
+def same_socket(a: Listen, b: Listen) -> bool:
+    """Whether two listen addresses would collide on bind."""
+    wildcard = ("0.0.0.0", "::")
+    return a.port == b.port != 0 and (a.host == b.host or a.host in wildcard or b.host in wildcard)

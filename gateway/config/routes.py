@@ -86,7 +86,7 @@ def _match(r: Reader, at: At) -> RouteMatch | None:
         r.error(m[kinds[1]], f"give at most one of prefix, path, regex (found {', '.join(kinds)})")
     for key in ("prefix", "path"):
         if key in m and (p := r.string(m[key])) is not None:
-            problem = _path_problem(p)
+            problem = path_problem(p)
             if problem:
                 r.error(m[key], problem)
             else:
@@ -164,7 +164,7 @@ def _is_ipv6(text: str) -> bool:
         return False
 
 
-def _path_problem(path: str) -> str | None:
+def path_problem(path: str) -> str | None:
     """Why a route path can never equal a normalized request path, or None."""
     if not path.startswith("/"):
         return f"{path!r} must start with '/'"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.config.model import Listen, ServerConfig
-from gateway.config.reader import At, Block, Reader
+from gateway.config.authz import AUTHZ_BLOCK
+from gateway.config.model import ServerConfig
+from gateway.config.reader import At, Block, Reader, same_socket
 
 MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
 WORKERS_RANGE = (1, 64)
@@ -47,15 +48,10 @@ SERVER_BLOCKS: tuple[Block, ...] = (
          "log_level"),
         _read_core,
     ),
+    AUTHZ_BLOCK,
 )
 
 
 def parse_server(r: Reader, at: At) -> ServerConfig | None:
     read = r.blocks(at, SERVER_BLOCKS)
     return None if read is None else ServerConfig(**read[1])
-
-
-def same_socket(a: Listen, b: Listen) -> bool:
-    """Whether two listen addresses would collide on bind."""
-    wildcard = ("0.0.0.0", "::")
-    return a.port == b.port != 0 and (a.host == b.host or a.host in wildcard or b.host in wildcard)

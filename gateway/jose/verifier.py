@@ -16,6 +16,7 @@ from gateway.jose.claims import ClaimPolicy, check_claims
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jwk import Jwk, KeySet
 from gateway.jose.jws import JwsParts, ParsedToken, parse_token
+from gateway.jose.trace import KEY, SIGNATURE, Trace
 
 __all__ = ["VerifyPolicy", "check_typ", "verify_compact", "verify_jws_signature", "verify_token"]
 
@@ -69,28 +70,55 @@ class VerifyPolicy:
         object.__setattr__(self, "_typ_normalized", frozenset(_normalize_typ(t) for t in self.typ))
 
 
-def verify_jws_signature(jws: JwsParts, keys: KeySet) -> Jwk:
+def _describe(key: Jwk) -> str:
+    return f"kid {key.kid!r} ({key.kty}{' ' + key.crv if key.crv else ''}, alg {key.alg or 'any fitting'})"
+
+
+def verify_jws_signature(jws: JwsParts, keys: KeySet, trace: Trace | None = None) -> Jwk:
     """The key of `keys` that verifies `jws` (chosen by kid and alg, no fallback), or raise `TokenError`.
 
     The allow-list is the caller's to check first (RFC 8725 §3.1).
     """
-    for key in keys.select(jws.alg, jws.kid):
+    try:
+        candidates = keys.select(jws.alg, jws.kid)
+    except TokenError as exc:
+        if trace is not None:
+            wanted = f"kid {jws.kid!r}" if jws.kid is not None else "no kid"
+            trace.add(KEY, "key selection", False, f"{wanted}, alg {jws.alg}; the set has kids {list(keys.kids)}: {exc.description}")
+        raise
+    if trace is not None:
+        trace.add(KEY, "key selection", True, f"{len(candidates)} candidate(s): {', '.join(_describe(k) for k in candidates)}")
+    for key in candidates:
         if verify_signature(jws.alg, key, jws.signing_input, jws.signature):
+            if trace is not None:
+                trace.add(SIGNATURE, "signature", True, f"verifies with {_describe(key)}")
             return key
+    if trace is not None:
+        trace.add(SIGNATURE, "signature", False, f"no candidate verifies it ({len(candidates)} tried)")
     raise TokenError(Reason.BAD_SIGNATURE, "The token's signature does not verify.")
 
 
-def verify_token(token: ParsedToken, policy: VerifyPolicy, keys: KeySet, now: float) -> Jwk:
-    """Return the key that verified `token`, or raise `TokenError`."""
+def verify_token(token: ParsedToken, policy: VerifyPolicy, keys: KeySet, now: float, trace: Trace | None = None) -> Jwk:
+    """Return the key that verified `token`, or raise `TokenError`; record each check in `trace` if given."""
     try:
         jws = token.jws
         alg = jws.alg
         # RFC 8725 §3.1: the allow-list is checked before any key is touched.
-        if alg not in policy.algorithms:
+        allowed = alg in policy.algorithms
+        if trace is not None:
+            trace.add(KEY, "alg allow-list", allowed, f"{alg} {'in' if allowed else 'not in'} {sorted(policy.algorithms)}")
+        if not allowed:
             raise TokenError(Reason.ALG_NOT_ALLOWED, "The token's algorithm is not allowed for this issuer.")
-        _check_typ_normalized(jws.header, policy._typ_normalized)
-        key = verify_jws_signature(jws, keys)
-        check_claims(token.claims, policy.claims, now)
+        try:
+            _check_typ_normalized(jws.header, policy._typ_normalized)
+        except TokenError as exc:
+            if trace is not None:
+                trace.add(KEY, "typ", False, f"{jws.header.get('typ')!r}, accepted: {list(policy.typ)}: {exc.description}")
+            raise
+        if trace is not None:
+            trace.add(KEY, "typ", True, f"{jws.header.get('typ', 'absent')!r}, accepted: absent or {list(policy.typ)}")
+        key = verify_jws_signature(jws, keys, trace)
+        check_claims(token.claims, policy.claims, now, trace)
         return key
     except TokenError:
         raise

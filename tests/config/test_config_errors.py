@@ -182,6 +182,17 @@ CASES: list[tuple[str, str, str, str]] = [
     ("upstream_creds", "upstream:\n  url: 'http://u:pw@app'  # <-\n", "upstream.url", "credentials"),
     ("cache_negative", "cache:\n  max_entries: -1  # <-\n", "cache.max_entries", "between 0 and"),
     ("cache_ttl_bare", "cache:\n  ttl: 300  # <-\n", "cache.ttl", "no unit"),
+    # --- decision listener ---
+    ("authz_same_port_as_listen", 'server:\n  listen: "0.0.0.0:8080"\n  authz_listen: "127.0.0.1:8080"  # <-\n',
+        "server.authz_listen", "must not share a port with listen"),
+    ("authz_same_port_as_admin", 'server:\n  admin_listen: "127.0.0.1:9901"\n  authz_listen: "127.0.0.1:9901"  # <-\n',
+        "server.authz_listen", "must not share a port with admin_listen"),
+    ("authz_listen_int", "server:\n  authz_listen: 9191  # <-\n", "server.authz_listen", 'must be a "host:port" string'),
+    ("authz_dialect", "server:\n  authz_dialect: ngnix  # <-\n", "server.authz_dialect", "did you mean 'nginx'"),
+    ("authz_prefix_slash", "server:\n  authz_path_prefix: /authz/  # <-\n", "server.authz_path_prefix",
+        "without a trailing '/'"),
+    ("authz_prefix_relative", "server:\n  authz_path_prefix: authz  # <-\n", "server.authz_path_prefix", "must start with '/'"),
+    ("authz_prefix_dots", "server:\n  authz_path_prefix: /a/../authz  # <-\n", "server.authz_path_prefix", "not normalized"),
     # --- YAML itself ---
     ("yaml_dup_key", "server:\n  listen: '0.0.0.0:1'\n  listen: '0.0.0.0:2'  # <-\n", "server.listen",
         "duplicate key 'listen' (first on line 2)"),

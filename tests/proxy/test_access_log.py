@@ -11,7 +11,7 @@ from gateway.server import GatewayProcess
 from tests.proxy.conftest import url
 from tests.proxy.harness import Issuer
 
-FIELDS = {"ts", "request_id", "method", "path", "route", "status", "duration_ms", "upstream_ms",
+FIELDS = {"ts", "listener", "request_id", "method", "path", "route", "status", "duration_ms", "upstream_ms",
           "issuer", "sub", "decision", "reason"}
 
 
@@ -33,6 +33,7 @@ async def test_one_line_per_request_without_secrets(
     assert len(lines) == 3
     assert all(set(line) == FIELDS for line in lines)
     assert [line["status"] for line in lines] == [400, 200, 401]
+    assert {line["listener"] for line in lines} == {"proxy"}
     assert [line["decision"] for line in lines] == ["invalid_request", "allow", "invalid_token"]
     assert [line["reason"] for line in lines] == ["multiple_tokens", None, "malformed"]
     assert lines[1]["sub"] == 'alice "the admin"' and lines[1]["issuer"] == "corp" and lines[1]["upstream_ms"] > 0

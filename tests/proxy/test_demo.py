@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -15,21 +17,27 @@ import aiohttp
 from tests.proxy.harness import free_port
 
 
-async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
-    port, admin_port = free_port(), free_port()
+@contextlib.asynccontextmanager
+async def running_demo(tmp_path: Path, *flags: str) -> AsyncIterator[str]:
+    """`gateway demo` as a child process; yields the instructions it printed."""
     out_path = tmp_path / "demo.out"
     with open(out_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "demo", "--port", str(port), "--admin-port", str(admin_port)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", *flags], stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while "Ctrl-C" not in out_path.read_text():
             assert proc.poll() is None, out_path.read_text()
             assert time.monotonic() < deadline, "demo did not print its instructions"
             await asyncio.sleep(0.05)
-        text = out_path.read_text()
+        yield out_path.read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    async with running_demo(tmp_path, "--port", str(port), "--admin-port", str(admin_port)) as text:
         expectations = re.findall(r"^# (\d{3}): .*\n(curl .*)$", text, flags=re.M)
         assert [code for code, _ in expectations] == ["200", "401", "403", "200", "200"]
         async with aiohttp.ClientSession() as http:
@@ -44,6 +52,31 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
                     if code == "200" and "api/orders" in line:
                         body = await resp.json()
                         assert body["headers"]["X-User-Id"] == "alice"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        # The printed explain lines: the read-only token passes on /api and fails /admin's scope rule.
+        explains = re.findall(r"^gateway (explain .*)$", text, flags=re.M)
+        assert len(explains) == 2
+        results = [
+            subprocess.run([sys.executable, "-m", "gateway", *shlex.split(line)], capture_output=True, text=True, timeout=60)
+            for line in explains
+        ]
+        assert [r.returncode for r in results] == [0, 1]
+        assert "allowed: the request is forwarded upstream" in results[0].stdout
+        assert 'FAIL scope contains "admin": value "read"' in results[1].stdout
+        assert "403 insufficient_scope" in results[1].stdout
+
+
+async def test_demo_authz_checks_do_what_they_say(tmp_path: Path) -> None:
+    port, admin_port, authz_port = free_port(), free_port(), free_port()
+    flags = ("--port", str(port), "--admin-port", str(admin_port), "--authz", "--authz-port", str(authz_port))
+    async with running_demo(tmp_path, *flags) as text:
+        checks = [(c, line) for c, line in re.findall(r"^# (\d{3}): .*\n(curl .*)$", text, flags=re.M)
+                  if f":{authz_port}/" in line]
+        assert [code for code, _ in checks] == ["200", "403", "200", "401"]
+        async with aiohttp.ClientSession() as http:
+            for code, line in checks:
+                argv = shlex.split(line)
+                headers = dict(argv[i + 1].split(": ", 1) for i, a in enumerate(argv) if a == "-H")
+                async with http.get(argv[-1], headers=headers) as resp:
+                    assert resp.status == int(code), line
+                    if code == "200":
+                        assert resp.headers["X-User-Id"] in ("alice", "bob") and await resp.read() == b""

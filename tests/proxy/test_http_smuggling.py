@@ -34,4 +34,4 @@ async def test_ambiguous_request_is_400_and_never_forwarded(
 
 async def test_unparseable_requests_are_counted_and_logged(gateway: GatewayProcess) -> None:
     await raw_request(gateway.proxy_port, CASES["two-content-lengths"])
-    assert 'gateway_requests_total{code="400",route="no_route"} 1.0' in gateway.metrics.exposition().decode()
+    assert 'gateway_requests_total{code="400",listener="proxy",route="no_route"} 1.0' in gateway.metrics.exposition().decode()

@@ -43,8 +43,8 @@ async def test_metrics_scrape_after_traffic(gateway: GatewayProcess, http: aioht
     expected = {
         "gateway_jwt_verify_seconds": ("histogram", {"issuer", "result"}),
         "gateway_jwt_cache_lookups": ("counter", {"result"}),
-        "gateway_requests": ("counter", {"route", "code"}),
-        "gateway_request_duration_seconds": ("histogram", {"route"}),
+        "gateway_requests": ("counter", {"listener", "route", "code"}),
+        "gateway_request_duration_seconds": ("histogram", {"listener", "route"}),
         "gateway_upstream_duration_seconds": ("histogram", {"route"}),
         "gateway_jwks_refresh": ("counter", {"issuer", "result"}),
         "gateway_jwks_keys": ("gauge", {"issuer"}),
@@ -59,8 +59,8 @@ async def test_metrics_scrape_after_traffic(gateway: GatewayProcess, http: aioht
         sample_labels = {k for s in family.samples for k in s.labels if k != "le"}
         assert sample_labels == labels, name
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
-    assert samples[("gateway_requests_total", (("code", "200"), ("route", "api")))] == 2
-    assert samples[("gateway_requests_total", (("code", "401"), ("route", "api")))] == 2
+    assert samples[("gateway_requests_total", (("code", "200"), ("listener", "proxy"), ("route", "api")))] == 2
+    assert samples[("gateway_requests_total", (("code", "401"), ("listener", "proxy"), ("route", "api")))] == 2
     assert samples[("gateway_jwt_cache_lookups_total", (("result", "hit"),))] == 1
     assert samples[("gateway_jwt_verify_seconds_count", (("issuer", "corp"), ("result", "ok")))] == 2
     assert samples[("gateway_jwt_verify_seconds_count", (("issuer", "unknown"), ("result", "malformed")))] == 1

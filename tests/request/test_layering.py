@@ -18,7 +18,8 @@ ALLOWED = {
     "authz": {"gateway.claim_path", "gateway.config.model"},
     "routing": {"gateway.authz", "gateway.config.model"},
     "claim_headers": {"gateway.claim_path", "gateway.config.model"},
-    "extract": {"gateway.config.model"},
+    "extract": {"gateway.asked", "gateway.config.model"},
+    "asked": set(),
 }
 FORBIDDEN_PREFIXES = ("aiohttp", "asyncio", "socket", "os", "io", "logging", "http.cookies")
 
