@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint bench check-deploy check-decision bench-decision venv clean fuzz soak fleet
+.PHONY: run test check lint bench bench-tls check-deploy check-decision bench-decision venv clean fuzz soak fleet
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(LINT_STAMP)
 
 bench: $(STAMP)
 	bash bench/run.sh
+
+# TLS cost against plain HTTP (handshakes, keep-alive); installs wrk from Debian if missing.
+bench-tls: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/tls_cost.py
 
 # Coverage-guided fuzzing (atheris, a binary wheel from PyPI: no compiler needed):
 # every target in fuzz/ for FUZZ_SECONDS each; findings land in fuzz/.work/.

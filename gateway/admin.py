@@ -51,7 +51,10 @@ class Admin:
         if path == "/config":
             return _json(200, self._config())
         if path == "/keys":
-            return _json(200, {"issuers": [_key_status(issuer.status()) for issuer in self._gateway.runtime.keystore]})
+            runtime = self._gateway.runtime
+            decryption = None if runtime.decryption is None else runtime.decryption.describe()
+            issuers = [_key_status(issuer.status()) for issuer in runtime.keystore]
+            return _json(200, {"issuers": issuers, "decryption": decryption})
         return _json(404, {"error": "not_found"})
 
     def _readyz(self) -> web.Response:

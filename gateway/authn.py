@@ -7,13 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.jose.errors import Reason, TokenError
+from gateway.cert_binding import check_certificate_binding
+from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
+from gateway.jose.jwe import NestedJws, is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
-from gateway.jose.trace import DECODE, ISSUER, KEY, Trace
+from gateway.jose.trace import DECODE, DECRYPTION, ISSUER, KEY, Trace
 from gateway.jose.verifier import VerifyPolicy, verify_token
 from gateway.token_cache import STABLE_REJECTIONS, Rejection, TokenCache, VerifiedToken
 
 if TYPE_CHECKING:
+    from gateway.decryption_keys import DecryptionKeyStore
     from gateway.keystore import IssuerKeys
     from gateway.metrics import Metrics
     from gateway.routing import Route
@@ -29,6 +32,7 @@ class IssuerRuntime:
     iss: str
     policy: VerifyPolicy
     keys: IssuerKeys
+    require_encryption: bool = False  # a plain JWS from this issuer is refused (SPEC Part 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,10 @@ class IssuerTable:
 
     by_iss: dict[str, IssuerRuntime]
     by_name: dict[str, IssuerRuntime]
+
+
+def _no_certificate() -> str | None:
+    return None
 
 
 def _number(value: object) -> float | None:
@@ -52,14 +60,27 @@ class Authenticator:
         self._clock = clock
 
     async def authenticate(
-        self, token: str, route: Route, issuers: IssuerTable, max_token_bytes: int, trace: Trace | None = None
+        self,
+        token: str,
+        route: Route,
+        issuers: IssuerTable,
+        max_token_bytes: int,
+        trace: Trace | None = None,
+        *,
+        decryption: DecryptionKeyStore | None = None,
+        client_certificate: Callable[[], str | None] = _no_certificate,
     ) -> VerifiedToken:
         """Return the verified token, or raise TokenError with the reason it is refused.
 
+        A five-segment token is a JWE: it is decrypted first (the time counts as verification
+        time) and the compact JWS inside is then verified exactly as a plain token.
         With a `trace` (gateway explain), every check is recorded and the cache is neither read nor filled.
+        `client_certificate` gives the thumbprint of the certificate the client proved it
+        holds (asked only for a certificate-bound token).
         """
         started = time.perf_counter()
-        issuer_label = UNKNOWN_ISSUER
+        issuer_label = UNKNOWN_ISSUER  # also while a JWE is still encrypted: its issuer is inside
+        encrypted = is_compact_jwe(token)
         now = self._clock()
         cached = self.cache.get(token, now) if trace is None else None
         try:
@@ -72,14 +93,16 @@ class Authenticator:
                 entry = cached
             else:
                 self._metrics.cache_miss.inc()
+                nested = _decrypt(token, decryption, max_token_bytes, trace) if encrypted else None
+                jws = token if nested is None else nested.jws
                 try:
-                    parsed = parse_token(token, max_bytes=max_token_bytes)
+                    parsed = parse_token(jws, max_bytes=max_token_bytes)
                 except TokenError as exc:
                     if trace is not None:
                         trace.add(DECODE, "compact JWS", False, exc.description)
                     raise
                 if trace is not None:
-                    trace.add(DECODE, "compact JWS", True, f"{len(token)} bytes, at most {max_token_bytes}")
+                    trace.add(DECODE, "compact JWS", True, f"{len(jws)} bytes, at most {max_token_bytes}")
                 iss = parsed.claims.get("iss")
                 issuer = issuers.by_iss.get(iss) if isinstance(iss, str) else None
                 if trace is not None:
@@ -91,6 +114,10 @@ class Authenticator:
                     if trace is not None:
                         trace.add(ISSUER, "route's issuers", False, f"{issuer.name} not in {sorted(route.issuer_names)}")
                     raise TokenError(Reason.BAD_ISSUER, "the token's issuer is not accepted on this route")
+                if issuer.require_encryption and nested is None:
+                    if trace is not None:
+                        trace.add(DECRYPTION, "require_encryption", False, f"issuer {issuer.name} accepts only JWE tokens")
+                    raise TokenError(Reason.ENCRYPTION_REQUIRED, "the issuer's tokens must be encrypted")
                 keys = issuer.keys.keys
                 if keys is None:
                     if trace is not None:
@@ -120,18 +147,47 @@ class Authenticator:
                     exp=exp,
                     nbf=_number(claims.get("nbf")),
                     cache_until=cache_until,
+                    encrypted=encrypted,
+                    payload_b64=None if nested is None else nested.jws.split(".", 2)[1],
                 )
                 if trace is None:
                     self.cache.put(token, entry)
+            # Sender constraint: the binding is to this connection, so it is checked on every
+            # request, cached token or not (RFC 8705 §3).
+            check_certificate_binding(entry.claims, client_certificate, trace)
         except TokenError as exc:
             if exc.reason in STABLE_REJECTIONS and cached is None and trace is None:
                 self.cache.put(
-                    token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl)
+                    token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl, encrypted)
                 )
             self._metrics.verify_histogram(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
             raise
         self._metrics.verify_histogram(issuer_label, "ok").observe(time.perf_counter() - started)
         return entry
+
+
+def _decrypt(
+    token: str, decryption: DecryptionKeyStore | None, max_token_bytes: int, trace: Trace | None
+) -> NestedJws:
+    """The JWS inside a JWE; without a `decryption` block every JWE is refused (after its structure)."""
+    try:
+        if decryption is None:
+            parse_jwe(token, max_bytes=max_token_bytes)  # a structural fault is still `malformed`
+            raise TokenError(Reason.DECRYPT_FAILED, DECRYPT_FAILED_DESCRIPTION)
+        nested = decryption.unwrap(token, max_bytes=max_token_bytes)
+    except TokenError as exc:
+        if trace is not None:
+            why = "no decryption block: every JWE is refused" if decryption is None else exc.description
+            trace.add(DECRYPTION, "compact JWE", False, f"{exc.reason.value}: {why}")
+        raise
+    if trace is not None:
+        h = nested.header
+        trace.add(
+            DECRYPTION, "compact JWE", True,
+            f"alg {h.get('alg')}, enc {h.get('enc')}, cty {h.get('cty')}, key {nested.key.kid or '(no kid)'} "
+            f"({nested.key.kty}); a compact JWS inside",
+        )
+    return nested
 
 
 def _trace_issuers(trace: Trace, iss: object, chosen: IssuerRuntime | None, issuers: IssuerTable) -> None:

@@ -82,9 +82,21 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     cfg = _load_or_report(_config_path(args.config))
     if cfg is None:
         return EXIT_USAGE
+    thumbprint = None
+    if args.client_cert is not None:
+        from gateway.cert_binding import pem_thumbprint
+
+        try:
+            thumbprint = pem_thumbprint(args.client_cert)
+        except (OSError, ValueError) as exc:
+            print(f"gateway explain: --client-cert {args.client_cert}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return EXIT_USAGE
     logging.getLogger("gateway").setLevel(logging.ERROR)  # explain reports key loading itself
     result = asyncio.run(
-        explain(cfg, token, method=args.method, path=args.path, host=args.host, offline=args.offline)
+        explain(
+            cfg, token, method=args.method, path=args.path, host=args.host, offline=args.offline,
+            client_certificate=thumbprint,
+        )
     )
     sys.stdout.write(result.text())
     return EXIT_ALLOWED if result.allowed else EXIT_REFUSED
@@ -121,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--path", default="/", help="request path (default /)")
     explain.add_argument("--host", help="Host header, for routes that match on it")
     explain.add_argument("--offline", action="store_true", help="use only file and inline keys: fetch nothing")
+    explain.add_argument(
+        "--client-cert", metavar="PEM", help="the TLS client certificate to assume (for certificate-bound tokens)"
+    )
     explain.add_argument("token", help='the token, or "-" to read it from stdin (keeps it out of shell history)')
     explain.set_defaults(func=_cmd_explain)
 

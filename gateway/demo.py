@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
 import signal
 import tempfile
@@ -15,8 +16,9 @@ from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.config.load import load_config
 from gateway.process_log import configure_logging
@@ -24,6 +26,7 @@ from gateway.server import GatewayProcess, bound_port
 
 DEMO_AUDIENCE = "demo-api"
 DEMO_KID = "demo-key-1"
+DEMO_ENC_KID = "demo-gateway-enc-1"
 
 DEMO_CONFIG = """\
 server:
@@ -57,6 +60,10 @@ routes:
   - name: api
     match: {{prefix: /}}
     auth: required
+decryption:                     # the gateway's own private key: the demo issuer encrypts tokens to it
+  keys: {{file: "{decryption_keys}"}}
+  algorithms: [RSA-OAEP-256]
+  encryption: [A256GCM]
 """
 
 
@@ -94,6 +101,35 @@ class DemoIssuer:
     async def handle(self, request: web.Request) -> web.Response:
         return web.json_response({"keys": [self.jwk]})
 
+    def encrypt(self, jws: str, recipient: rsa.RSAPublicKey) -> str:
+        """A nested JWT (RFC 7519 §5.2): the signed token in a JWE (RSA-OAEP-256 + A256GCM) to the gateway."""
+        header = {"alg": "RSA-OAEP-256", "enc": "A256GCM", "kid": DEMO_ENC_KID, "cty": "JWT"}
+        protected = _b64url(json.dumps(header).encode())
+        cek, iv = os.urandom(32), os.urandom(12)
+        oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
+        sealed = AESGCM(cek).encrypt(iv, jws.encode("ascii"), protected.encode("ascii"))
+        parts = (recipient.encrypt(cek, oaep), iv, sealed[:-16], sealed[-16:])
+        return ".".join([protected, *(_b64url(p) for p in parts)])
+
+
+def _write_decryption_key(directory: Path, key: rsa.RSAPrivateKey) -> Path:
+    """The gateway's demo private key as a JWK Set file (what a mounted Secret would hold)."""
+    n = key.private_numbers()
+
+    def b64(value: int) -> str:
+        return _b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    jwk = {
+        "kty": "RSA", "kid": DEMO_ENC_KID, "use": "enc", "alg": "RSA-OAEP-256",
+        "n": b64(n.public_numbers.n), "e": b64(n.public_numbers.e), "d": b64(n.d), "p": b64(n.p), "q": b64(n.q),
+        "dp": b64(n.dmp1), "dq": b64(n.dmq1), "qi": b64(n.iqmp),
+    }  # fmt: skip
+    path = directory / "demo-decryption-keys.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"keys": [jwk]}, f)
+    return path
+
 
 async def echo(request: web.Request) -> web.Response:
     """The demo application: answers with what it received, so the claim headers show."""
@@ -113,6 +149,7 @@ class Demo:
     issuer: DemoIssuer
     process: GatewayProcess
     runners: list[web.AppRunner]
+    encryption_key: rsa.RSAPublicKey  # the gateway's public key, for the demo issuer to encrypt to
     config_path: Path
 
     async def close(self) -> None:
@@ -146,12 +183,15 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
     echo_app.router.add_route("*", "/{tail:.*}", echo)
     echo_runner, echo_port = await _serve_app(echo_app)
 
+    # A real directory, so that `gateway explain -c` and the admin /config can name the files.
+    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    decryption_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys_file = _write_decryption_key(config_dir, decryption_key)
     text = DEMO_CONFIG.format(
         port=port, admin_port=admin_port, upstream_port=echo_port, issuer=issuer.url, audience=DEMO_AUDIENCE,
+        decryption_keys=keys_file,
         authz=_authz_keys(authz_port),
     )
-    # A real file, so that `gateway explain -c` and the admin /config can name it.
-    config_dir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     config_path = config_dir / "gateway.yaml"
     config_path.write_text(text)
     process = GatewayProcess(load_config(config_path), str(config_path))
@@ -159,7 +199,7 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
     deadline = time.monotonic() + ready_timeout
     while process.keystore.missing() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    return Demo(issuer, process, [issuer_runner, echo_runner], config_path)
+    return Demo(issuer, process, [issuer_runner, echo_runner], decryption_key.public_key(), config_path)
 
 
 def _instructions(demo: Demo) -> str:
@@ -167,6 +207,7 @@ def _instructions(demo: Demo) -> str:
     admin = f"http://127.0.0.1:{demo.process.admin_port}"
     reader = demo.issuer.token(demo.issuer.claims("alice", "read"))
     admin_token = demo.issuer.token(demo.issuer.claims("bob", "read admin"))
+    encrypted = demo.issuer.encrypt(demo.issuer.token(demo.issuer.claims("carol", "read")), demo.encryption_key)
     return f"""
 JWT sidecar gateway demo: gateway {base}, admin {admin}, demo issuer {demo.issuer.url}
 
@@ -185,6 +226,9 @@ curl -s -H 'Authorization: Bearer {admin_token}' {base}/admin/users
 # 200: a public route needs no token
 curl -s {base}/public/hello
 
+# 200: an encrypted token (a signed JWT inside a JWE to the gateway's key); the upstream sees carol's claims
+curl -s -H 'Authorization: Bearer {encrypted}' {base}/api/orders
+
 # metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count
 curl -s {admin}/readyz
@@ -194,6 +238,7 @@ curl -s {admin}/keys
 # why a token passes or fails, check by check (exit 0 allowed, 1 refused); "-" reads the token from stdin
 gateway explain -c {demo.config_path} --path /api/orders {reader}
 gateway explain -c {demo.config_path} --path /admin/users {reader}
+gateway explain -c {demo.config_path} --path /api/orders {encrypted}
 {_authz_instructions(demo, reader, admin_token)}
 Ctrl-C stops the demo.
 """

@@ -20,8 +20,10 @@ from typing import Any
 from gateway.authn import Authenticator
 from gateway.claim_path import MISSING
 from gateway.config.model import GatewayConfig, RouteConfig
+from gateway.decryption_keys import DecryptionKeyStore
 from gateway.jose import trace as steps
 from gateway.jose.errors import Reason, TokenError
+from gateway.jose.jwe import is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
 from gateway.jose.trace import Trace
 from gateway.keystore import KeyStore
@@ -73,14 +75,22 @@ async def explain(
     path: str = "/",
     host: str | None = None,
     offline: bool = False,
+    client_certificate: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Explanation:
-    """Explain what the gateway configured by `config` would answer to `method path` carrying `token`."""
+    """Explain what the gateway configured by `config` would answer to `method path` carrying `token`.
+
+    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens).
+    """
     out = Explanation()
     keystore = KeyStore(config.issuers)
-    runtime = build_runtime(config, keystore)
+    decryption = None
+    if config.decryption is not None:
+        decryption = DecryptionKeyStore(config.decryption)
+        decryption.load()  # read once, as the server does at start; explain does not watch the file
+    runtime = build_runtime(config, keystore, decryption=decryption)
     try:
-        await _explain(out, runtime, token, method.upper(), path, host, offline, clock)
+        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock)
     finally:
         await keystore.close()
         await runtime.upstream.close()
@@ -89,11 +99,11 @@ async def explain(
 
 async def _explain(
     out: Explanation, rt: Runtime, token: str, method: str, path: str, host: str | None, offline: bool,
-    clock: Callable[[], float],
+    client_certificate: str | None, clock: Callable[[], float],
 ) -> None:
     config = rt.config
     out.lines.append(f"gateway explain: {method} {path}  (config {config.source}, sha256 {(config.sha256 or '-')[:12]})")
-    iss = _show_token(out, token, config.server.max_token_bytes)
+    iss = _show_token(out, token, config.server.max_token_bytes, rt.decryption)
     trace = Trace()
 
     # 1. The route, exactly as the handler finds it.
@@ -123,7 +133,10 @@ async def _explain(
     # 3. The token: the Authenticator's own checks, each recorded in the trace.
     authn = Authenticator(TokenCache(0, 1.0), Metrics(), clock=clock)
     try:
-        verified = await authn.authenticate(token, route, rt.issuers, rt.max_token_bytes, trace)
+        verified = await authn.authenticate(
+            token, route, rt.issuers, rt.max_token_bytes, trace,
+            client_certificate=lambda: client_certificate, decryption=rt.decryption,
+        )
     except TokenError as exc:
         if not any(check.ok is False for check in trace.checks):
             # A refusal no step recorded (verify_token's last resort): still say why.
@@ -142,14 +155,25 @@ async def _explain(
             decision = Decision.INSUFFICIENT_SCOPE
     if not route.rules:
         trace.add(steps.RULES, "none", True, "the route has no claim rules")
-    headers = rt.claim_plan.headers(verified.claims, token.split(".", 2)[1]) if decision is Decision.ALLOW else []
+    payload_b64 = verified.payload_b64 or token.split(".", 2)[1]
+    headers = rt.claim_plan.headers(verified.claims, payload_b64) if decision is Decision.ALLOW else []
     _answer(out, trace, decision, claim_headers=headers)
 
 
-def _show_token(out: Explanation, token: str, max_bytes: int) -> object:
-    """Print the decoded header and claims (not verified yet: that comes below); return the iss."""
+def _show_token(out: Explanation, token: str, max_bytes: int, decryption: DecryptionKeyStore | None) -> object:
+    """Print the decoded header and claims (not verified yet: that comes below); return the iss.
+
+    A JWE's header is printed as received; its content only if our keys open it (the
+    decryption step below says why not), and never its encrypted key, IV, ciphertext or tag."""
     out.lines.append("token")
     try:
+        if is_compact_jwe(token):
+            parts = parse_jwe(token, max_bytes=max_bytes)
+            out.lines.append(f"  jwe header {_json(dict(parts.header))}")
+            out.lines.append(f"  encrypted  ({len(token)} characters: key, IV, ciphertext and tag not shown)")
+            if decryption is None:
+                return None
+            token = decryption.unwrap(token, max_bytes=max_bytes).jws
         parsed = parse_token(token, max_bytes=max_bytes)
     except TokenError as exc:
         out.lines.append(f"  cannot be decoded: {exc.description}")

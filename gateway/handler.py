@@ -97,7 +97,10 @@ class Gateway:
     async def _proxy(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
         # The request asks for itself; forwarding headers (X-Original-URI...) are ordinary headers here.
         asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
-        verdict = await self._judge(asked, rt, ex)
+        # A certificate-bound token's proof of possession: this connection's client certificate.
+        verdict = await self._judge(
+            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers)
+        )
         if isinstance(verdict, Refused):
             return reply(verdict.decision, ex.request_id, verdict.reason)
 
@@ -133,14 +136,21 @@ class Gateway:
             ex.decision = exc.decision
             return rt.decision.refused(exc.family, exc.decision, ex.request_id)
         ex.method = conveyed.asked.method
-        verdict = await self._judge(conveyed.asked, rt, ex)
+        # No client certificate: the asking proxy's connection proves nothing of its client's,
+        # so a certificate-bound token is refused here (SPEC: Decision mode).
+        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate)
         if isinstance(verdict, Refused):
             return rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason)
         # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
         return rt.decision.allowed(conveyed.family, verdict, ex.request_id)
 
-    async def _judge(self, asked: Asked, rt: Runtime, ex: Exchange) -> Verdict:
-        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers."""
+    async def _judge(
+        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None]
+    ) -> Verdict:
+        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers.
+
+        `client_certificate` gives the thumbprint of the certificate the client proved it holds.
+        """
         # 1. One spelling of the path, for routing and for the upstream alike.
         try:
             path = normalize_path(asked.raw_path)
@@ -171,7 +181,10 @@ class Gateway:
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
         try:
-            verified = await self.authn.authenticate(token, route, rt.issuers, rt.max_token_bytes)
+            verified = await self.authn.authenticate(
+                token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate,
+                decryption=rt.decryption,
+            )
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
@@ -187,8 +200,9 @@ class Gateway:
             _debug_refusal(ex, check=f"claim rule on {failed!r} does not hold")
             return self._refused(ex, Decision.INSUFFICIENT_SCOPE)
 
-        # 5. Claim headers (the payload header is the token's own middle segment).
-        return rt.claim_plan.headers(verified.claims, token.split(".", 2)[1])
+        # 5. Claim headers (the payload header is the signed JWS's payload segment: the token's
+        #    own middle segment, or for an encrypted token the one inside).
+        return rt.claim_plan.headers(verified.claims, verified.payload_b64 or token.split(".", 2)[1])
 
     def record_unparsed(self, decision: Decision, listener: Listener) -> None:
         """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""
@@ -219,6 +233,10 @@ class Gateway:
 # request), and they reveal nothing but an order within one process.
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(1)
+
+
+def _no_client_certificate() -> str | None:
+    return None
 
 
 def _request_id(request: web.BaseRequest) -> str:

@@ -73,6 +73,9 @@ REASON_DESCRIPTIONS: dict[Reason, str] = {
     Reason.MISSING_EXPIRATION: "the token has no expiration",
     Reason.LIFETIME_TOO_LONG: "the token's lifetime is too long",
     Reason.JWKS_UNAVAILABLE: "the issuer's signing keys are not available yet",
+    Reason.DECRYPT_FAILED: "the encrypted token could not be decrypted",
+    Reason.ENCRYPTION_REQUIRED: "the token must be encrypted",
+    Reason.CERT_BINDING_MISMATCH: "the token is bound to a client certificate this connection did not present",
 }
 
 def token_refusal(reason: Reason) -> Decision:

@@ -124,6 +124,15 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
+        self.tls_reloads = Counter(
+            "gateway_tls_reloads", "Reloads of the proxy port's TLS certificate files by result (ok/error).",
+            ["result"], registry=r,
+        )
+        self.tls_certificate_expiry = Gauge(
+            "gateway_tls_certificate_expiry_timestamp_seconds",
+            "When the proxy port's serving certificate expires (Unix time; 0 without TLS).",
+            registry=r, multiprocess_mode="livemin",
+        )
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
@@ -133,6 +142,7 @@ class Metrics:
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
             self.config_reloads.labels(result)
+            self.tls_reloads.labels(result)
 
     def route_children(self, listener: str, route: str, status: int) -> RouteChildren:
         # Listeners and routes come from config and statuses from a small set, so this map stays small.
@@ -157,6 +167,13 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self._scrape_registry)
+
+    # The TLS files' TlsEvents.
+    def tls_reload(self, result: str) -> None:
+        self.tls_reloads.labels(result).inc()
+
+    def tls_certificate(self, not_after: float) -> None:
+        self.tls_certificate_expiry.set(not_after)
 
     # The key store's KeyEventSink.
     def refresh(self, issuer: str, result: str) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.authn import IssuerRuntime, IssuerTable
+from gateway.cert_binding import ClientCertificates
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
 from gateway.decision import DecisionEdge
@@ -20,6 +21,7 @@ from gateway.jose.verifier import VerifyPolicy
 from gateway.routing import Router
 
 if TYPE_CHECKING:
+    from gateway.decryption_keys import DecryptionKeyStore
     from gateway.keystore import KeyStore
 
 
@@ -35,11 +37,18 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    client_certs: ClientCertificates
     decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
+    decryption: DecryptionKeyStore | None = None  # absent: every JWE is refused
 
 
-def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime | None = None) -> Runtime:
+def build_runtime(
+    config: GatewayConfig,
+    keystore: KeyStore,
+    previous: Runtime | None = None,
+    decryption: DecryptionKeyStore | None = None,
+) -> Runtime:
     """Compile everything the request path needs; raises nothing for a validated config.
 
     The upstream connection pool of `previous` is kept when the upstream settings did not change.
@@ -57,7 +66,7 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
             ),
             typ=cfg.typ,
         )
-        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name)))
+        issuers.append(IssuerRuntime(cfg.name, cfg.issuer, policy, keystore.get(cfg.name), cfg.require_encryption))
     claim_plan = ClaimHeaderPlan(config.forward)
     return Runtime(
         config=config,
@@ -74,6 +83,8 @@ def build_runtime(config: GatewayConfig, keystore: KeyStore, previous: Runtime |
         ),
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
+        decryption=decryption,
+        client_certs=ClientCertificates(config.server.forwarded_client_cert),
         decision=DecisionEdge(
             config.server.authz_dialect, config.server.authz_path_prefix, claim_plan.strip_names
         ),

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,12 +20,14 @@ from gateway.admin import Admin
 from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
 from gateway.config.model import GatewayConfig, Listen
+from gateway.decryption_keys import DecryptionKeyStore
 from gateway.handler import Gateway
 from gateway.keystore import KeyStore
 from gateway.local_reply import Decision, reply
 from gateway.metrics import Metrics
 from gateway.process_log import set_log_level
 from gateway.runtime import Runtime, build_runtime
+from gateway.tls import ServerTls, TlsFileError
 from gateway.token_cache import TokenCache
 
 log = logging.getLogger("gateway")
@@ -86,7 +89,11 @@ class GatewayProcess:
         self.access_log = AccessLog()
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
-        self.gateway = Gateway(build_runtime(config, self.keystore), self.authn, self.metrics, self.access_log)
+        self.decryption = self._new_decryption(config)
+        runtime = build_runtime(config, self.keystore, decryption=self.decryption)
+        self.gateway = Gateway(runtime, self.authn, self.metrics, self.access_log)
+        # TLS on the proxy port is decided at start; its files and settings follow reloads.
+        self.tls = ServerTls(config.server.tls, self.metrics) if config.server.tls is not None else None
         self._proxy_runner: web.ServerRunner | None = None
         self._authz_runner: web.ServerRunner | None = None
         self._admin_runner: web.ServerRunner | None = None
@@ -114,17 +121,33 @@ class GatewayProcess:
             issuer.add_listener(on_change)
         return keystore
 
+    def _new_decryption(self, config: GatewayConfig) -> DecryptionKeyStore | None:
+        if config.decryption is None:
+            return None
+        store = DecryptionKeyStore(config.decryption)
+        # New keys (a Secret update): verdicts on JWEs are forgotten, so a removed key's tokens stop at once.
+        def on_change(_keys: object) -> None:
+            self.authn.cache.drop_encrypted()
+
+        store.add_listener(on_change)
+        return store
+
     async def start(self) -> None:
         cfg = self.runtime.config
         await self.keystore.start()
+        if self.decryption is not None:
+            self.decryption.start()
         shared = cfg.server.workers > 1  # workers share the ports; the kernel spreads connections
         if shared:
             # A worker joins the shared ports once it has keys, so a (re)started worker never
             # answers 503 while its siblings could serve; a single process listens at once.
             await self._await_keys(WORKER_JOIN_TIMEOUT)
         self._proxy_runner, self.proxy_port = await self._listen(
-            self.gateway.handle, Listener.PROXY, cfg.server.listen, shared
+            self.gateway.handle, Listener.PROXY, cfg.server.listen, shared,
+            ssl_context=self.tls.listening if self.tls is not None else None,
         )
+        if self.tls is not None:
+            self.tls.start_watching()
         if cfg.server.authz_listen is not None:
             # Decision mode: the same request path, answering instead of forwarding.
             self._authz_runner, self.authz_port = await self._listen(
@@ -143,6 +166,7 @@ class GatewayProcess:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch_config())
         listening = {
             "proxy": str(Listen(cfg.server.listen.host, self.proxy_port)),
+            "proxy_scheme": "https" if self.tls is not None else "http",
             "admin": str(Listen(cfg.server.admin_listen.host, self.admin_port)),
         }
         if cfg.server.authz_listen is not None:
@@ -151,7 +175,7 @@ class GatewayProcess:
 
     async def _listen(
         self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], listener: Listener,
-        listen: Listen, shared: bool,
+        listen: Listen, shared: bool, ssl_context: ssl.SSLContext | None = None,
     ) -> tuple[web.ServerRunner, int]:
         cfg = self.runtime.config
         server = _ProxyServer(
@@ -165,7 +189,7 @@ class GatewayProcess:
         server.listener = listener
         runner = web.ServerRunner(server, shutdown_timeout=cfg.server.shutdown_grace)
         await runner.setup()
-        site = web.TCPSite(runner, _listen_socket_host(listen), listen.port, reuse_port=shared)
+        site = web.TCPSite(runner, _listen_socket_host(listen), listen.port, reuse_port=shared, ssl_context=ssl_context)
         await site.start()
         return runner, bound_port(site)
 
@@ -191,13 +215,18 @@ class GatewayProcess:
                 )
                 return False
             old_runtime = self.runtime
+            self._reload_tls(config)
             keystore = self._new_keystore(config, old_runtime.keystore)
             await keystore.start()
-            runtime = build_runtime(config, keystore, previous=old_runtime)
+            decryption = self._new_decryption(config)
+            if decryption is not None:
+                decryption.start()
+            runtime = build_runtime(config, keystore, previous=old_runtime, decryption=decryption)
             self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
             self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
             self.keystore = keystore
+            old_decryption, self.decryption = self.decryption, decryption
             self.metrics.config_reloads.labels("ok").inc()
             set_log_level(config.server.log_level)
             log.info(
@@ -205,11 +234,23 @@ class GatewayProcess:
                 extra={"config": self.config_path, "issuers": len(config.issuers), "routes": len(config.routes)},
             )
         await old_runtime.keystore.close()
+        if old_decryption is not None:
+            await old_decryption.close()
         if old_runtime.upstream is not runtime.upstream:
             asyncio.get_running_loop().call_later(
                 config.server.shutdown_grace, lambda: asyncio.ensure_future(old_runtime.upstream.close())
             )
         return True
+
+    def _reload_tls(self, config: GatewayConfig) -> None:
+        new = config.server.tls
+        if (self.tls is None) != (new is None):
+            log.warning(
+                "server.tls added or removed: that takes effect at the next restart",
+                extra={"tls_now": self.tls is not None, "tls_in_config": new is not None},
+            )
+        elif self.tls is not None and new is not None:
+            self.tls.update(new)  # a set that fails to load is counted and logged; the old one keeps serving
 
     async def _watch_config(self) -> None:
         # Polling stat() follows symlinks, so Kubernetes' ConfigMap `..data` swap shows as a change.
@@ -225,12 +266,16 @@ class GatewayProcess:
         self.gateway.draining = True
         if self._watch_task is not None:
             self._watch_task.cancel()
+        if self.tls is not None:
+            self.tls.stop_watching()
         # Both request ports stop accepting at once, then drain together.
         await asyncio.gather(
             *(runner.cleanup() for runner in (self._proxy_runner, self._authz_runner) if runner is not None)
         )
         await self.runtime.upstream.close()
         await self.keystore.close()
+        if self.decryption is not None:
+            await self.decryption.close()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         self.access_log.flush()
@@ -254,7 +299,11 @@ def bound_port(site: web.TCPSite) -> int:
 
 
 async def serve(config: GatewayConfig, config_path: str | None) -> int:
-    process = GatewayProcess(config, config_path)
+    try:
+        process = GatewayProcess(config, config_path)
+    except TlsFileError as exc:  # checked at load, but replaced since
+        log.error("cannot serve TLS", extra={"key": f"server.tls.{exc.field}", "error": exc.message})
+        return 1
     try:
         await process.start()
     except OSError as exc:  # a port in use, an address not on this host

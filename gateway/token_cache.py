@@ -27,6 +27,10 @@ class VerifiedToken:
     exp: float | None
     nbf: float | None
     cache_until: float  # wall clock; min(exp, verified_at + ttl)
+    # A JWE (nested JWT): its verdict also depends on our decryption keys, and the payload
+    # segment the payload header forwards is the inner JWS's, which the token string lacks.
+    encrypted: bool = False
+    payload_b64: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,7 @@ class Rejection:
     reason: Reason
     description: str
     cache_until: float
+    encrypted: bool = False
 
 
 # Reasons that hold for the same token until keys or config change.
@@ -44,7 +49,7 @@ STABLE_REJECTIONS = frozenset(
     {
         Reason.MALFORMED, Reason.TOO_LARGE, Reason.ALG_NOT_ALLOWED, Reason.UNSUPPORTED_CRIT, Reason.BAD_TYPE,
         Reason.BAD_SIGNATURE, Reason.BAD_AUDIENCE, Reason.EXPIRED, Reason.MISSING_EXPIRATION,
-        Reason.LIFETIME_TOO_LONG,
+        Reason.LIFETIME_TOO_LONG, Reason.DECRYPT_FAILED, Reason.ENCRYPTION_REQUIRED,
     }
 )
 
@@ -99,6 +104,14 @@ class TokenCache:
             if entry.issuer_name == issuer_name
             and (isinstance(entry, Rejection) or not any(entry.key is k or entry.key == k for k in kept))
         ]
+        for token in stale:
+            del self._entries[token]
+        return len(stale)
+
+    def drop_encrypted(self) -> int:
+        """The decryption keys changed: forget every verdict on a JWE, so a removed key's tokens
+        are refused at once and a token an added key can open is tried again."""
+        stale = [token for token, entry in self._entries.items() if entry.encrypted]
         for token in stale:
             del self._entries[token]
         return len(stale)

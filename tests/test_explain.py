@@ -17,6 +17,7 @@ from gateway.config.load import load_config
 from gateway.config.model import GatewayConfig
 from gateway.explain import Explanation, explain
 from tests.proxy.harness import Issuer
+from tests.proxy.pki import Ca
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -238,3 +239,35 @@ def test_cli_exit_codes_stdin_and_nothing_secret(config_path: Path) -> None:
     assert _cli("-c", str(bad_config), good).returncode == 2
     assert _cli("-c", str(config_path), "-", stdin="").returncode == 2
     assert _cli("--bogus").returncode == 2
+
+
+async def test_certificate_binding_step(config: GatewayConfig) -> None:
+    client = Ca("explain-ca").issue("client", server=False)
+    bound = token(cnf={"x5t#S256": client.thumbprint})
+
+    async def run_with(cert: str | None) -> Explanation:
+        return await explain(config, bound, path="/api/orders", offline=True, clock=lambda: float(NOW), client_certificate=cert)
+
+    allowed = await run_with(client.thumbprint)
+    assert allowed.allowed and "sender binding (DPoP, mTLS)" in allowed.lines
+    assert f"ok   cnf x5t#S256: the token names {client.thumbprint}; the client certificate's is {client.thumbprint}" in allowed.text()
+    refused = await run_with(None)
+    assert not refused.allowed
+    assert failed(refused) == [f"FAIL cnf x5t#S256: the token names {client.thumbprint}; no verified client certificate"]
+    assert "401 invalid_token" in refused.text()
+    unbound = await run(config, token())
+    assert " -   cnf x5t#S256: absent: the token is not bound to a client certificate" in unbound.text()
+
+
+def test_cli_client_cert(config_path: Path, tmp_path: Path) -> None:
+    import time
+
+    client = Ca("explain-cli-ca").issue("client", server=False)
+    cert_path, _ = client.write(tmp_path, "client")
+    now = int(time.time())
+    bound = token(iat=now - 60, exp=now + 600, cnf={"x5t#S256": client.thumbprint})
+    args = ("-c", str(config_path), "--path", "/api/x", "--offline")
+    assert _cli(*args, "--client-cert", str(cert_path), bound).returncode == 0
+    assert _cli(*args, bound).returncode == 1
+    assert _cli(*args, "--client-cert", str(tmp_path / "missing.pem"), bound).returncode == 2
+    assert _cli(*args, "--client-cert", str(config_path), bound).returncode == 2  # not PEM

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.config.decryption import REQUIRE_ENCRYPTION
 from gateway.config.jwks import JWKS_SOURCES, parse_jwks
 from gateway.config.model import IssuerConfig
 from gateway.config.reader import LABEL, At, Block, Reader, block_keys, child_path, names, suggest
@@ -83,6 +84,7 @@ ISSUER_BLOCKS: tuple[Block, ...] = (
         _read_policy,
     ),
     Block(("jwks", "secret"), _read_keys),
+    REQUIRE_ENCRYPTION,
 )
 
 

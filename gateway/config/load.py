@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gateway.config.cache import parse_cache
+from gateway.config.decryption import DECRYPTION_SECTION
 from gateway.config.errors import ConfigInvalid, ConfigIssue
 from gateway.config.forward import FORWARD_SECTION
 from gateway.config.issuers import SUPPORTED_ALGORITHMS, parse_issuers
@@ -41,6 +42,7 @@ SECTIONS: tuple[Block, ...] = (
     FORWARD_SECTION,
     ROUTES_SECTION,
     section("cache", parse_cache),
+    DECRYPTION_SECTION,  # after issuers: it checks their require_encryption
 )
 
 

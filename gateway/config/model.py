@@ -15,6 +15,8 @@ AuthzDialect = Literal["auto", "traefik", "nginx", "envoy"]
 TokenLocation = Literal["header", "cookie", "query"]
 JwksSourceKind = Literal["file", "uri", "discovery", "inline"]
 RuleOp = Literal["contains", "any_of", "equals"]
+TlsClientAuth = Literal["none", "optional", "required"]
+TlsMinVersion = Literal["1.2", "1.3"]
 
 
 class Secret:
@@ -57,6 +59,25 @@ class Listen:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS on the proxy port. Paths are absolute (relative ones resolved against the config file)."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None  # required unless client_auth is "none"
+    client_auth: TlsClientAuth = "none"
+    min_version: TlsMinVersion = "1.2"
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedClientCertConfig:
+    """A front proxy's client-certificate header (Envoy's XFCC), believed only from `trusted_peers`."""
+
+    trusted_peers: tuple[str, ...]  # IP networks in canonical form ("10.0.0.0/8", "::1/128")
+    header: str = "x-forwarded-client-cert"
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: Listen = Listen("0.0.0.0", 8080)
     admin_listen: Listen = Listen("127.0.0.1", 9901)
@@ -69,6 +90,8 @@ class ServerConfig:
     workers: int = 1
     # The process log's level (debug, info, warning, error); debug adds, per refused token, the failed check.
     log_level: str = "info"
+    tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
+    forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
     # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
     authz_listen: Listen | None = None
     authz_dialect: AuthzDialect = "auto"
@@ -124,6 +147,17 @@ class IssuerConfig:
     typ: tuple[str, ...] = ("JWT", "at+jwt")
     jwks: JwksConfig | None = None  # None only when every algorithm is HS*
     secret: Secret | None = None  # resolved bytes for HS*; never inline in YAML
+    require_encryption: bool = False  # a plain JWS from this issuer gets 401 (needs `decryption`)
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionConfig:
+    """The gateway's own JWE private keys and the allow-lists they are used under (SPEC Part 2)."""
+
+    kind: Literal["file", "env"]
+    location: str  # an absolute file path, or an environment variable's name
+    algorithms: tuple[str, ...]  # key management (`alg`)
+    encryption: tuple[str, ...]  # content encryption (`enc`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,5 +212,6 @@ class GatewayConfig:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     routes: tuple[RouteConfig, ...] = ()
     cache: CacheConfig = field(default_factory=CacheConfig)
+    decryption: DecryptionConfig | None = None  # absent: every JWE is refused
     source: str | None = None  # the file it was read from, for messages
     sha256: str | None = None  # hex digest of the file's bytes, set by load_config

@@ -1,4 +1,4 @@
-"""The `server` section: listeners, shutdown grace, size caps, CORS preflights, workers."""
+"""The `server` section: listeners, shutdown grace, size caps, CORS preflights, workers (TLS in config/tls.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from gateway.config.authz import AUTHZ_BLOCK
 from gateway.config.model import ServerConfig
 from gateway.config.reader import At, Block, Reader, same_socket
+from gateway.config.tls import TLS_BLOCKS
 
 MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
 WORKERS_RANGE = (1, 64)
@@ -48,6 +49,7 @@ SERVER_BLOCKS: tuple[Block, ...] = (
          "log_level"),
         _read_core,
     ),
+    *TLS_BLOCKS,
     AUTHZ_BLOCK,
 )
 

@@ -21,6 +21,13 @@ class Reason(StrEnum):
     MISSING_EXPIRATION = "missing_expiration"
     LIFETIME_TOO_LONG = "lifetime_too_long"
     JWKS_UNAVAILABLE = "jwks_unavailable"  # the issuer has no keys yet (503)
+    CERT_BINDING_MISMATCH = "cert_binding_mismatch"  # cnf x5t#S256 not this connection's certificate (RFC 8705 §3)
+    DECRYPT_FAILED = "decrypt_failed"  # any JWE fault after its header parsed: one reason, no oracle
+    ENCRYPTION_REQUIRED = "encryption_required"  # a plain JWS from an issuer that must encrypt
+
+
+# SPEC Part 2: every decryption failure carries this one sentence, whatever went wrong.
+DECRYPT_FAILED_DESCRIPTION = "The encrypted token could not be decrypted."
 
 
 class TokenError(Exception):

@@ -29,7 +29,21 @@ from gateway.jose.algorithms import (
 )
 from gateway.jose.errors import Reason, TokenError
 
-__all__ = ["Jwk", "JwkError", "KeySet", "PublicKey", "hmac_key", "parse_jwk", "parse_jwk_set"]
+__all__ = [
+    "EC_CURVES",
+    "PRIVATE_MEMBERS",
+    "Jwk",
+    "JwkError",
+    "KeySet",
+    "PublicKey",
+    "b64_member",
+    "has_roca_fingerprint",
+    "hmac_key",
+    "key_ops_member",
+    "opt_str_member",
+    "parse_jwk",
+    "parse_jwk_set",
+]
 
 PublicKey: TypeAlias = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey | bytes
@@ -40,8 +54,8 @@ _USE_SIG: Final = "sig"
 # RFC 7517 §4.3: the operation a verification key must allow.
 _OP_VERIFY: Final = "verify"
 # Members that only a private JWK carries (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2).
-_PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
-_EC_CURVES: Final[dict[str, tuple[ec.EllipticCurve, int]]] = {
+PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
+EC_CURVES: Final[dict[str, tuple[ec.EllipticCurve, int]]] = {
     "P-256": (ec.SECP256R1(), 32),
     "P-384": (ec.SECP384R1(), 48),
     "P-521": (ec.SECP521R1(), 66),
@@ -59,7 +73,7 @@ _ROCA_PRIMES: Final = (3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 
 _ROCA_RESIDUES: Final = {p: frozenset(pow(65537, k, p) for k in range(p)) for p in _ROCA_PRIMES}
 
 
-def _has_roca_fingerprint(n: int) -> bool:
+def has_roca_fingerprint(n: int) -> bool:
     return all(n % p in residues for p, residues in _ROCA_RESIDUES.items())
 
 
@@ -115,7 +129,7 @@ class _Meta:
         return Jwk(self.kid, kty, crv, self.alg, key, self.use, self.key_ops, self.restrict(algs), size)
 
 
-def _b64(obj: Mapping[str, Any], name: str) -> bytes:
+def b64_member(obj: Mapping[str, Any], name: str) -> bytes:
     value = obj.get(name)
     if not isinstance(value, str) or not value:
         raise JwkError(f"the '{name}' member is missing or not a string")
@@ -128,7 +142,7 @@ def _b64(obj: Mapping[str, Any], name: str) -> bytes:
         raise JwkError(f"the '{name}' member is not unpadded base64url") from exc
 
 
-def _opt_str(obj: Mapping[str, Any], name: str) -> str | None:
+def opt_str_member(obj: Mapping[str, Any], name: str) -> str | None:
     value = obj.get(name)
     if value is None:
         return None
@@ -137,7 +151,7 @@ def _opt_str(obj: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _key_ops(obj: Mapping[str, Any]) -> frozenset[str] | None:
+def key_ops_member(obj: Mapping[str, Any]) -> frozenset[str] | None:
     value = obj.get("key_ops")
     if value is None:
         return None
@@ -161,8 +175,10 @@ def parse_jwk(obj: object, *, allow_oct: bool = False) -> Jwk:
     kty = obj.get("kty")
     if not isinstance(kty, str):
         raise JwkError("the 'kty' member is missing or not a string")
-    meta = _Meta(_opt_str(obj, "kid"), _opt_str(obj, "alg"), _opt_str(obj, "use"), _key_ops(obj))
-    if kty != "oct" and not _PRIVATE_MEMBERS.isdisjoint(obj):
+    meta = _Meta(
+        opt_str_member(obj, "kid"), opt_str_member(obj, "alg"), opt_str_member(obj, "use"), key_ops_member(obj)
+    )
+    if kty != "oct" and not PRIVATE_MEMBERS.isdisjoint(obj):
         # A JWK Set published for verification must never carry private keys.
         raise JwkError("the JWK carries private key members")
     if kty == "RSA":
@@ -175,7 +191,7 @@ def parse_jwk(obj: object, *, allow_oct: bool = False) -> Jwk:
         if not allow_oct:
             # SPEC: HS* only with a configured secret, never a key from a JWK Set.
             raise JwkError("symmetric (oct) keys are not accepted here")
-        secret = _b64(obj, "k")
+        secret = b64_member(obj, "k")
         return _hmac(secret, meta)
     raise JwkError("the key type is not supported")
 
@@ -183,8 +199,8 @@ def parse_jwk(obj: object, *, allow_oct: bool = False) -> Jwk:
 def _rsa(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
     # Leading zero octets in n are tolerated (RFC 7518 §6.3.1.1 forbids them, but
     # some issuers emit them); the size is taken from the value, not the encoding.
-    n = int.from_bytes(_b64(obj, "n"), "big")
-    e = int.from_bytes(_b64(obj, "e"), "big")
+    n = int.from_bytes(b64_member(obj, "n"), "big")
+    e = int.from_bytes(b64_member(obj, "e"), "big")
     bits = n.bit_length()
     if bits < MIN_RSA_BITS:
         raise JwkError("the RSA key is shorter than 2048 bits")
@@ -195,7 +211,7 @@ def _rsa(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
     # e = 1 makes every "signature" its own message; even e is not a valid RSA key.
     if e < 3 or e % 2 == 0 or e >= n:
         raise JwkError("the RSA public exponent is invalid")
-    if _has_roca_fingerprint(n):
+    if has_roca_fingerprint(n):
         raise JwkError("the RSA key has the ROCA weakness (CVE-2017-15361) and can be factored")
     try:
         key = rsa.RSAPublicNumbers(e, n).public_key()
@@ -206,11 +222,11 @@ def _rsa(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
 
 def _ec(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
     crv = obj.get("crv")
-    if not isinstance(crv, str) or crv not in _EC_CURVES:
+    if not isinstance(crv, str) or crv not in EC_CURVES:
         raise JwkError("the EC curve is not supported")
-    curve, size = _EC_CURVES[crv]
-    x = _b64(obj, "x")
-    y = _b64(obj, "y")
+    curve, size = EC_CURVES[crv]
+    x = b64_member(obj, "x")
+    y = b64_member(obj, "y")
     # RFC 7518 §6.2.1.2/§6.2.1.3: each coordinate is exactly the full coordinate size.
     if len(x) != size or len(y) != size:
         raise JwkError("the EC coordinates have the wrong length for the curve")
@@ -227,7 +243,7 @@ def _okp(obj: Mapping[str, Any], meta: _Meta) -> Jwk:
     # RFC 8037 §2: X25519/X448 are key-agreement curves, never signature keys.
     if not isinstance(crv, str) or crv not in _OKP_SIZES:
         raise JwkError("the OKP curve is not a signature curve we support")
-    x = _b64(obj, "x")
+    x = b64_member(obj, "x")
     if len(x) != _OKP_SIZES[crv]:
         raise JwkError("the OKP public key has the wrong length for the curve")
     key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey

@@ -28,7 +28,7 @@ SYNTHETIC = {"up": set()}
 PROMQL_WORDS = {
     "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev", "group",
     "rate", "irate", "increase", "delta", "histogram_quantile", "clamp_min", "clamp_max", "abs",
-    "absent", "absent_over_time", "max_over_time", "min_over_time", "avg_over_time", "vector", "scalar",
+    "absent", "absent_over_time", "max_over_time", "min_over_time", "avg_over_time", "vector", "scalar", "time",
     "label_values",  # Grafana variable query
     "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
 }

@@ -11,6 +11,7 @@ import base64
 import hmac
 import json
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -29,6 +30,13 @@ _CRV = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48), "secp521r1": ("P
 def vectors_dir() -> Path:
     """tests/vectors: the published vectors, copied into the repository with their licence."""
     return Path(__file__).resolve().parents[1] / "vectors"
+
+
+@cache
+def wycheproof(name: str) -> dict[str, Any]:
+    """One Wycheproof vector file from tests/vectors/wycheproof, parsed once per session."""
+    data: dict[str, Any] = json.loads((vectors_dir() / "wycheproof" / name).read_text(encoding="utf-8"))
+    return data
 
 
 def b64u(data: bytes) -> str:

@@ -21,14 +21,12 @@ cannot go stale.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import pytest
-from jose_testkit import vectors_dir
+from jose_testkit import wycheproof
 
 from gateway.jose.algorithms import SUPPORTED
 from gateway.jose.errors import TokenError
@@ -88,16 +86,10 @@ class Case:
         return (self.file, int(self.tc["tcId"]))
 
 
-@cache
-def _load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((vectors_dir() / "wycheproof" / name).read_text(encoding="utf-8"))
-    return data
-
-
 def _cases() -> list[Any]:
     params: list[Any] = []
     for name in EXPECTED:
-        for gi, group in enumerate(_load(name)["testGroups"]):
+        for gi, group in enumerate(wycheproof(name)["testGroups"]):
             for tc in group["tests"]:
                 if "jws" in tc:
                     stem = name.removesuffix("_test.json")
@@ -109,7 +101,7 @@ CASES = _cases()
 
 
 def _keys(case: Case) -> KeySet:
-    group = _load(case.file)["testGroups"][case.group]
+    group = wycheproof(case.file)["testGroups"][case.group]
     source = group.get("public") or group["private"]
     entries = source["keys"] if "keys" in source else [source]
     if len(entries) == 1 and entries[0].get("kty") == "oct":
@@ -139,7 +131,7 @@ def test_case_counts() -> None:
     counted = Counter(p.values[0].file for p in CASES)
     assert dict(counted) == EXPECTED
     for name in ("json_web_signature_test.json", "json_web_key_test.json"):
-        assert _load(name)["numberOfTests"] == EXPECTED[name]
+        assert wycheproof(name)["numberOfTests"] == EXPECTED[name]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -161,7 +153,7 @@ def test_differences_are_listed_with_reasons() -> None:
     # two invalid cases whose published string is the valid tcId 357 itself.
     laxer = {k for k in DIFFERENCES if by_key[k].tc["result"] != "valid"}
     assert {k for k in laxer} == {k for k, r in DIFFERENCES.items() if r is _SAME_AS_357}
-    first = _load("json_web_signature_test.json")["testGroups"]
+    first = wycheproof("json_web_signature_test.json")["testGroups"]
     tc357 = next(t for g in first for t in g["tests"] if t["tcId"] == 357)
     for key in laxer:
         assert by_key[key].tc["jws"] == tc357["jws"]
@@ -176,11 +168,11 @@ def test_compact_only_cases_are_refused() -> None:
         assert not _accepted(case), _COMPACT_ONLY
 
 
-def test_roca_keys_refused_at_load() -> None:
+def test_roca_keys_refused_atwycheproof() -> None:
     """CVE-2017-15361: the ROCA groups' keys never load, so their tokens cannot verify."""
     found = 0
     for name in EXPECTED:
-        for group in _load(name)["testGroups"]:
+        for group in wycheproof(name)["testGroups"]:
             if "roca" in group.get("comment", "").lower():
                 keys, skipped = parse_jwk_set({"keys": [group["public"]]} if "kty" in group["public"] else group["public"])
                 assert len(keys) == 0 and any("ROCA" in s for s in skipped)

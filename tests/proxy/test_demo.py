@@ -39,7 +39,8 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
     port, admin_port = free_port(), free_port()
     async with running_demo(tmp_path, "--port", str(port), "--admin-port", str(admin_port)) as text:
         expectations = re.findall(r"^# (\d{3}): .*\n(curl .*)$", text, flags=re.M)
-        assert [code for code, _ in expectations] == ["200", "401", "403", "200", "200"]
+        assert [code for code, _ in expectations] == ["200", "401", "403", "200", "200", "200"]
+        seen_encrypted = False
         async with aiohttp.ClientSession() as http:
             for code, line in expectations:
                 argv = shlex.split(line)
@@ -51,18 +52,25 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
                     assert resp.status == int(code), line
                     if code == "200" and "api/orders" in line:
                         body = await resp.json()
-                        assert body["headers"]["X-User-Id"] == "alice"
-        # The printed explain lines: the read-only token passes on /api and fails /admin's scope rule.
+                        # The last line carries an encrypted token (five segments) for carol.
+                        encrypted = headers["Authorization"].count(".") == 4
+                        assert body["headers"]["X-User-Id"] == ("carol" if encrypted else "alice")
+                        seen_encrypted = seen_encrypted or encrypted
+        assert seen_encrypted
+        # The printed explain lines: the read-only token passes on /api and fails /admin's scope rule;
+        # the encrypted one passes, with its decryption step shown.
         explains = re.findall(r"^gateway (explain .*)$", text, flags=re.M)
-        assert len(explains) == 2
+        assert len(explains) == 3
         results = [
             subprocess.run([sys.executable, "-m", "gateway", *shlex.split(line)], capture_output=True, text=True, timeout=60)
             for line in explains
         ]
-        assert [r.returncode for r in results] == [0, 1]
+        assert [r.returncode for r in results] == [0, 1, 0]
         assert "allowed: the request is forwarded upstream" in results[0].stdout
         assert 'FAIL scope contains "admin": value "read"' in results[1].stdout
         assert "403 insufficient_scope" in results[1].stdout
+        assert "decryption (JWE)\n  ok   compact JWE: alg RSA-OAEP-256, enc A256GCM" in results[2].stdout
+        assert "X-User-Id: carol" in results[2].stdout
 
 
 async def test_demo_authz_checks_do_what_they_say(tmp_path: Path) -> None:
