@@ -26,6 +26,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     "path": ("gateway",),
     "extract": ("gateway",),
     "edge": ("gateway", "aiohttp"),
+    "jwe": ("gateway",),
 }
 _DONE = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/(\S+)")
 _STAT = re.compile(r"stat::(\w+):\s+(\d+)")

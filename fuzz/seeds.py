@@ -113,8 +113,25 @@ def edge() -> list[bytes]:
     ]
 
 
+def jwe() -> list[bytes]:
+    from fuzz.jwe import _encrypt
+
+    inner = _hs_token({"alg": "HS256"}, claims()).encode()
+    made = [bytes([1, a, e]) + inner for a, e in ((0, 0), (1, 1), (2, 0), (2, 1))]
+    ready = [_encrypt("ECDH-ES", "A256GCM", inner), _encrypt("A256KW", "A128CBC-HS256", inner)]
+    head, ek, iv, ct, tag = ready[1].split(".")
+    hostile = [
+        ready[1][:-2] + ("AA" if not ready[1].endswith("AA") else "AB"),  # tag changed
+        f"{b64u(json_bytes({'alg': 'A256KW', 'enc': 'A128CBC-HS256', 'zip': 'DEF', 'cty': 'JWT'}))}.{ek}.{iv}.{ct}.{tag}",
+        f"{b64u(json_bytes({'alg': 'A256KW', 'enc': 'A128CBC-HS256'}))}.{ek}.{iv}.{ct}.{tag}",
+        f"{head}.{ek}.{iv}.{ct}",
+    ]
+    return made + [b"\x00" + t.encode() for t in ready + hostile] + [b"\x01\x00\x00not.a.jws.at.all"]
+
+
 def main() -> None:
-    for name, make in {"jws": jws, "jwk": jwk, "config": config, "path": path, "extract": extract, "edge": edge}.items():
+    makers = {"jws": jws, "jwk": jwk, "config": config, "path": path, "extract": extract, "edge": edge, "jwe": jwe}
+    for name, make in makers.items():
         folder = HERE / name
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.iterdir():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGETS = ("jws", "jwk", "config", "path", "extract", "edge")
+TARGETS = ("jws", "jwe", "jwk", "config", "path", "extract", "edge")
 
 
 def _cases() -> list[tuple[str, Path]]:
