@@ -8,16 +8,17 @@ The lifecycle follows STYLE principle 7 (after Envoy's jwks_async_fetcher):
 * Remote sets refresh every `refresh_interval` (or the server's Cache-Control
   max-age clamped into [min_refresh_interval, refresh_interval]) with ±10%
   jitter; files are re-read when their stat signature changes. The first
-  refresh after a start or reload comes after a random 50-100% of the interval:
-  a fleet restarted at once would otherwise refresh inside one ±10% band, cycle
-  after cycle (bench/fleet.py measured the IdP's peak at 7x its mean).
+  refresh after a start or reload comes at a uniformly random point of the
+  interval: a fleet restarted at once would otherwise refresh inside one ±10%
+  band, cycle after cycle (bench/fleet.py: the IdP's peak several times its mean).
 * A failed fetch keeps the last good set. An empty or all-invalid set is a
   failure too: a broken IdP must not be able to empty our key set. Failures
   back off exponentially. With no set yet, from 1s doubling, capped at
   min(refresh_interval, 60s): readiness is at stake, and this is how an issuer
-  with no keys at all recovers on its own. While a stale set is served, from
-  min_refresh_interval doubling, capped at refresh_interval: an IdP that is down
-  then gets a few more requests than usual from each sidecar, not one a minute.
+  with no keys at all recovers on its own. While a stale set is served, from a
+  quarter of refresh_interval (at least min_refresh_interval) doubling, capped at
+  refresh_interval: an IdP that is down gets about two requests per interval from
+  each sidecar instead of one, not one a minute; new kids still refetch at once.
 * An unknown `kid` triggers `refetch_unknown_kid()`: single-flight (every
   concurrent caller awaits the same fetch) and at most one per
   `min_refresh_interval`, measured on the injected monotonic clock.
@@ -50,7 +51,7 @@ DEFAULT_FILE_POLL_INTERVAL = 1.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_CAP = 60.0
 JITTER = 0.10
-FIRST_REFRESH_LOW = 0.5  # the first refresh: a uniform 50-100% of the interval
+STALE_BACKOFF_FRACTION = 0.25  # a stale set's first retry: this share of refresh_interval
 MIN_DELAY = 0.01
 
 
@@ -345,12 +346,13 @@ class IssuerKeys:
                 delay = min(max(self._max_age, low), jwks.refresh_interval)
             if first:
                 # A random phase, once: later ±10% jitter keeps the fleet spread.
-                return max(MIN_DELAY, delay * (FIRST_REFRESH_LOW + (1.0 - FIRST_REFRESH_LOW) * self._deps.random()))
+                return max(MIN_DELAY, delay * self._deps.random())
         elif self._jwks is None:
             # The exponent is bounded so a long outage cannot overflow the float.
             delay = min(BACKOFF_INITIAL * 2.0 ** min(self._failures - 1, 30), min(jwks.refresh_interval, BACKOFF_CAP))
         else:
-            delay = min(low * 2.0 ** min(self._failures - 1, 30), jwks.refresh_interval)
+            first_retry = max(low, jwks.refresh_interval * STALE_BACKOFF_FRACTION)
+            delay = min(first_retry * 2.0 ** min(self._failures - 1, 30), jwks.refresh_interval)
         # Jitter keeps sidecars that drifted apart from falling back into step;
         # the floor keeps a zero interval from turning into a busy loop.
         return max(MIN_DELAY, delay * (1.0 - JITTER + 2 * JITTER * self._deps.random()))
