@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint bench bench-tls check-deploy check-decision bench-decision venv clean fuzz soak fleet
+.PHONY: run test check lint bench bench-edge bench-tls check-deploy check-decision bench-decision venv clean fuzz soak fleet
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(LINT_STAMP)
 
 bench: $(STAMP)
 	bash bench/run.sh
+
+# The server edge's cells (issue 13): gateway vs Envoy, CPU per request, open-loop p99; then slow clients.
+bench-edge: $(STAMP)
+	BENCH_SCRIPT=edge_bench.py bash bench/run.sh
+	$(BIN)/python bench/slow_clients.py
 
 # TLS cost against plain HTTP (handshakes, keep-alive); installs wrk from Debian if missing.
 bench-tls: $(STAMP)

@@ -74,4 +74,4 @@ if [ ! -x "$ROOT/.venv/bin/gateway" ]; then
     make -C "$ROOT" venv >&2
 fi
 
-exec "$VENV/bin/python" "$HERE/bench.py" "$@"
+exec "$VENV/bin/python" "$HERE/${BENCH_SCRIPT:-bench.py}" "$@"

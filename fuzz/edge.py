@@ -1,13 +1,13 @@
 """Fuzz the server edge: raw request bytes into a running gateway's socket, every answer from the table.
 
-A gateway (the real GatewayProcess: aiohttp's server, our protocol subclass, the
-whole request path) and a small upstream run on loopback in a background thread's
+A gateway (the real GatewayProcess: its server edge, the whole request path)
+and a small upstream run on loopback in a background thread's
 event loop (uvloop, as in production). Each input is sent as it is on a fresh
 connection, followed by one `Connection: close` request, and everything the
 gateway answers is read until it closes the connection (or stays silent).
 
 Invariants: every status line in the answer
-carries a status from the documented table (README "Replies": 400 401 403 404
+carries a status from the documented table (README "Replies": 400 401 403 404 408
 431 502 503 504, the interim 100, or the upstream's 200) and never 500; and the
 upstream never sees a request for the `/private` route without the identity
 header the gateway sets from a verified token (it would answer 597).
@@ -32,7 +32,7 @@ from gateway.access_log import AccessLog
 from gateway.config.load import load_config
 from gateway.server import GatewayProcess, bound_port
 
-ALLOWED = frozenset({100, 200, 400, 401, 403, 404, 431, 502, 503, 504})
+ALLOWED = frozenset({100, 200, 400, 401, 403, 404, 408, 431, 502, 503, 504})
 BREACH = 597
 ANSWER_DEADLINE = 10.0
 IDLE = 0.25

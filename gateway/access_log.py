@@ -38,6 +38,7 @@ class Exchange:
     sub: str | None = None
     upstream_seconds: float | None = None
     listener: Listener = Listener.PROXY
+    dpop_nonce: str | None = None  # a fresh DPoP-Nonce for the answer (RFC 9449 §8.2); never logged
 
 
 def _opt(value: str | None) -> str:

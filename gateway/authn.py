@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gateway.cert_binding import check_certificate_binding
+from gateway.dpop_binding import DpopRefusal
 from gateway.jose.errors import DECRYPT_FAILED_DESCRIPTION, Reason, TokenError
 from gateway.jose.jwe import NestedJws, is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
@@ -69,6 +70,7 @@ class Authenticator:
         *,
         decryption: DecryptionKeyStore | None = None,
         client_certificate: Callable[[], str | None] = _no_certificate,
+        dpop_binding: Callable[[VerifiedToken], None] | None = None,
     ) -> VerifiedToken:
         """Return the verified token, or raise TokenError with the reason it is refused.
 
@@ -76,7 +78,8 @@ class Authenticator:
         time) and the compact JWS inside is then verified exactly as a plain token.
         With a `trace` (gateway explain), every check is recorded and the cache is neither read nor filled.
         `client_certificate` gives the thumbprint of the certificate the client proved it
-        holds (asked only for a certificate-bound token).
+        holds (asked only for a certificate-bound token). `dpop_binding` is the DPoP binding
+        step for this request (RFC 9449); it raises DpopRefusal, whose result label is recorded.
         """
         started = time.perf_counter()
         issuer_label = UNKNOWN_ISSUER  # also while a JWE is still encrypted: its issuer is inside
@@ -155,6 +158,11 @@ class Authenticator:
             # Sender constraint: the binding is to this connection, so it is checked on every
             # request, cached token or not (RFC 8705 §3).
             check_certificate_binding(entry.claims, client_certificate, trace)
+            if dpop_binding is not None:
+                dpop_binding(entry)
+        except DpopRefusal as refusal:
+            self._metrics.verify_histogram(issuer_label, refusal.result).observe(time.perf_counter() - started)
+            raise
         except TokenError as exc:
             if exc.reason in STABLE_REJECTIONS and cached is None and trace is None:
                 self.cache.put(

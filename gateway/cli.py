@@ -1,4 +1,4 @@
-"""Command line: `run`, `check`, `demo`, `explain`; wiring and exit codes only."""
+"""Command line: `run`, `check`, `demo`, `explain`, `dpop-proof`; wiring and exit codes only."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     result = asyncio.run(
         explain(
             cfg, token, method=args.method, path=args.path, host=args.host, offline=args.offline,
-            client_certificate=thumbprint,
+            client_certificate=thumbprint, dpop_proof=args.dpop,
         )
     )
     sys.stdout.write(result.text())
@@ -106,6 +106,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return run_demo(port=args.port, admin_port=args.admin_port, authz_port=args.authz_port if args.authz else None)
+
+
+def _cmd_dpop_proof(args: argparse.Namespace) -> int:
+    from gateway.dpop_proof import DpopKey
+
+    try:
+        key = DpopKey.load(args.key)
+    except (OSError, ValueError) as exc:
+        print(f"{args.key}: {exc}", file=sys.stderr)
+        return 1
+    print(key.jkt if args.jkt else key.proof(args.method, args.url, args.token, args.nonce))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--client-cert", metavar="PEM", help="the TLS client certificate to assume (for certificate-bound tokens)"
     )
+    explain.add_argument("--dpop", metavar="PROOF", help="send the token with the DPoP scheme and this proof "
+                         "(htu: server.public_origin, else http://HOST from --host)")
     explain.add_argument("token", help='the token, or "-" to read it from stdin (keeps it out of shell history)')
     explain.set_defaults(func=_cmd_explain)
 
@@ -145,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--authz", action="store_true", help="also open the decision port and print check examples")
     demo.add_argument("--authz-port", type=int, default=9191, help="decision port with --authz (default 9191)")
     demo.set_defaults(func=_cmd_demo)
+
+    proof = sub.add_parser("dpop-proof", help="print a fresh DPoP proof (RFC 9449) signed with a P-256 PEM key")
+    proof.add_argument("--key", required=True, help="the client's P-256 private key (PEM)")
+    proof.add_argument("--method", default="GET", help="the request method (htm)")
+    proof.add_argument("--url", default="", help="the request URL as the client addresses it (htu)")
+    proof.add_argument("--token", help="the access token the proof goes with (ath)")
+    proof.add_argument("--nonce", help="a server nonce from a DPoP-Nonce header")
+    proof.add_argument("--jkt", action="store_true", help="print the key's thumbprint (the tokens' cnf.jkt) instead")
+    proof.set_defaults(func=_cmd_dpop_proof)
     return parser
 
 

@@ -33,13 +33,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from gateway.asked import Asked, Headers, header_values
 from gateway.config.model import AuthzDialect
 from gateway.jose.errors import Reason
-from gateway.local_reply import SERVER_HEADER, Decision, reply
+from gateway.local_reply import SERVER_HEADER, Decision, DpopChallenge, LocalReply, reply
 
 __all__ = ["ConveyError", "DecisionEdge", "Family"]
 
@@ -176,21 +173,24 @@ class DecisionEdge:
 
     # --- the answer -----------------------------------------------------------------
 
-    def allowed(self, family: Family, claim_headers: list[tuple[str, str]], request_id: str) -> web.Response:
-        """Exactly 200, empty body: the claim headers for the proxy to copy upstream, and X-Request-Id."""
-        headers = CIMultiDict(claim_headers)
-        headers["X-Request-Id"] = request_id
-        headers[SERVER_HEADER[0]] = SERVER_HEADER[1]  # the answer is the gateway's own, like every local reply
+    def allowed(self, family: Family, claim_headers: list[tuple[str, str]], request_id: str) -> list[tuple[str, str]]:
+        """The headers of the allowed answer, exactly 200 with an empty body: the claim headers for
+        the proxy to copy upstream, and X-Request-Id."""
+        headers = [*claim_headers, ("X-Request-Id", request_id), SERVER_HEADER, ("Content-Length", "0")]
         if family is Family.ENVOY and self._claim_names:
-            unset = [name for name in self._claim_names if name not in headers]
+            named = {name.lower() for name, _ in claim_headers}
+            unset = [name for name in self._claim_names if name.lower() not in named]
             if unset:
-                headers[_ENVOY_REMOVE] = ",".join(unset)
-        return web.Response(status=200, headers=headers)
+                headers.append((_ENVOY_REMOVE, ",".join(unset)))
+        return headers
 
-    def refused(self, family: Family | None, decision: Decision, request_id: str, reason: Reason | None = None) -> web.Response:
+    def refused(
+        self, family: Family | None, decision: Decision, request_id: str, reason: Reason | None = None,
+        dpop: DpopChallenge | None = None,
+    ) -> LocalReply:
         """The proxy port's reply for `decision`, with the nginx family's status mapping."""
-        response = reply(decision, request_id, reason)
-        if family is Family.NGINX and response.status in _NGINX_STATUS:
-            response.set_status(_NGINX_STATUS[response.status])
-        return response
+        local = reply(decision, request_id, reason, dpop)
+        if family is Family.NGINX and local.status in _NGINX_STATUS:
+            return local.with_status(_NGINX_STATUS[local.status])
+        return local
 

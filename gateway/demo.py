@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import shutil
@@ -17,15 +16,17 @@ from typing import Any
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.config.load import load_config
+from gateway.dpop_proof import DpopKey, es256_compact, es256_public_jwk
+from gateway.dpop_proof import b64url as _b64url
 from gateway.process_log import configure_logging
 from gateway.server import GatewayProcess, bound_port
 
 DEMO_AUDIENCE = "demo-api"
 DEMO_KID = "demo-key-1"
+DPOP_KEY_FILE = "dpop-client-key.pem"
 DEMO_ENC_KID = "demo-gateway-enc-1"
 
 DEMO_CONFIG = """\
@@ -43,6 +44,8 @@ issuers:
     jwks:
       uri: "{issuer}jwks.json"
       allow_http: true          # loopback demo only: real issuers use https
+    dpop:
+      mode: optional            # tokens bound to a key (cnf.jkt) need a DPoP proof
 forward:
   claims_to_headers:
     sub: X-User-Id
@@ -67,29 +70,16 @@ decryption:                     # the gateway's own private key: the demo issuer
 """
 
 
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 class DemoIssuer:
     """A throwaway ES256 issuer: it signs demo tokens and serves its JWK Set."""
 
     def __init__(self) -> None:
         self._key = ec.generate_private_key(ec.SECP256R1())
-        numbers = self._key.public_key().public_numbers()
-        self.jwk = {
-            "kty": "EC", "crv": "P-256", "kid": DEMO_KID, "alg": "ES256", "use": "sig",
-            "x": _b64url(numbers.x.to_bytes(32, "big")), "y": _b64url(numbers.y.to_bytes(32, "big")),
-        }
+        self.jwk = {**es256_public_jwk(self._key), "kid": DEMO_KID, "alg": "ES256", "use": "sig"}
         self.url = ""
 
     def token(self, claims: dict[str, Any]) -> str:
-        header = {"alg": "ES256", "typ": "JWT", "kid": DEMO_KID}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
-        der = self._key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        # JWS wants raw r || s, each 32 octets for P-256 (RFC 7518 §3.4).
-        return f"{signing_input}.{_b64url(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+        return es256_compact(self._key, {"alg": "ES256", "typ": "JWT", "kid": DEMO_KID}, claims)
 
     def claims(self, sub: str, scope: str, lifetime: int = 3600) -> dict[str, Any]:
         now = int(time.time())
@@ -194,6 +184,7 @@ async def start_demo(port: int, admin_port: int, ready_timeout: float = 10.0, au
     )
     config_path = config_dir / "gateway.yaml"
     config_path.write_text(text)
+    DpopKey().save(config_dir / DPOP_KEY_FILE)  # the demo client's proof-of-possession key
     process = GatewayProcess(load_config(config_path), str(config_path))
     await process.start()
     deadline = time.monotonic() + ready_timeout
@@ -208,6 +199,9 @@ def _instructions(demo: Demo) -> str:
     reader = demo.issuer.token(demo.issuer.claims("alice", "read"))
     admin_token = demo.issuer.token(demo.issuer.claims("bob", "read admin"))
     encrypted = demo.issuer.encrypt(demo.issuer.token(demo.issuer.claims("carol", "read")), demo.encryption_key)
+    key_path = demo.config_path.parent / DPOP_KEY_FILE
+    bound = demo.issuer.token({**demo.issuer.claims("dave", "read"), "cnf": {"jkt": DpopKey.load(key_path).jkt}})
+    proof = f"python -m gateway dpop-proof --key {key_path} --method GET --url {base}/api/orders --token $TOKEN"
     return f"""
 JWT sidecar gateway demo: gateway {base}, admin {admin}, demo issuer {demo.issuer.url}
 
@@ -228,6 +222,13 @@ curl -s {base}/public/hello
 
 # 200: an encrypted token (a signed JWT inside a JWE to the gateway's key); the upstream sees carol's claims
 curl -s -H 'Authorization: Bearer {encrypted}' {base}/api/orders
+
+# DPoP (RFC 9449): a token bound to the demo client's key (cnf.jkt); each request signs a fresh proof
+TOKEN={bound}
+# DPoP 200: the bound token with its proof
+curl -s -H "Authorization: DPoP $TOKEN" -H "DPoP: $({proof})" {base}/api/orders
+# DPoP 401: the same token as a plain bearer token (no downgrade)
+curl -si -H "Authorization: Bearer $TOKEN" {base}/api/orders
 
 # metrics, readiness, the effective config and the keys the gateway holds
 curl -s {admin}/metrics | grep gateway_jwt_verify_seconds_count

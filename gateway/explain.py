@@ -21,13 +21,14 @@ from gateway.authn import Authenticator
 from gateway.claim_path import MISSING
 from gateway.config.model import GatewayConfig, RouteConfig
 from gateway.decryption_keys import DecryptionKeyStore
+from gateway.dpop_binding import DPOP_DECISIONS, DpopRefusal
 from gateway.jose import trace as steps
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.jwe import is_compact_jwe, parse_jwe
 from gateway.jose.jws import parse_token
 from gateway.jose.trace import Trace
 from gateway.keystore import KeyStore
-from gateway.local_reply import Decision, reply, token_refusal
+from gateway.local_reply import Decision, DpopChallenge, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.process_log import rfc3339
 from gateway.routing import Route
@@ -77,10 +78,12 @@ async def explain(
     offline: bool = False,
     client_certificate: str | None = None,
     clock: Callable[[], float] = time.time,
+    dpop_proof: str | None = None,
 ) -> Explanation:
     """Explain what the gateway configured by `config` would answer to `method path` carrying `token`.
 
-    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens).
+    `client_certificate` is the thumbprint of the TLS client certificate to assume (certificate-bound tokens);
+    with `dpop_proof` the token is sent with the DPoP scheme and this proof, else as a Bearer token.
     """
     out = Explanation()
     keystore = KeyStore(config.issuers)
@@ -90,7 +93,7 @@ async def explain(
         decryption.load()  # read once, as the server does at start; explain does not watch the file
     runtime = build_runtime(config, keystore, decryption=decryption)
     try:
-        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock)
+        await _explain(out, runtime, token, method.upper(), path, host, offline, client_certificate, clock, dpop_proof)
     finally:
         await keystore.close()
         await runtime.upstream.close()
@@ -99,7 +102,7 @@ async def explain(
 
 async def _explain(
     out: Explanation, rt: Runtime, token: str, method: str, path: str, host: str | None, offline: bool,
-    client_certificate: str | None, clock: Callable[[], float],
+    client_certificate: str | None, clock: Callable[[], float], dpop_proof: str | None,
 ) -> None:
     config = rt.config
     out.lines.append(f"gateway explain: {method} {path}  (config {config.source}, sha256 {(config.sha256 or '-')[:12]})")
@@ -145,7 +148,19 @@ async def _explain(
             trace.add(steps.KEY, "key source", False, _key_source_note(issuer.keys.status(), offline))
         return _answer(out, trace, token_refusal(exc.reason), exc.reason)
 
-    # 4. The route's claim rules, with the same compiled checks the handler runs.
+    # 4. Sender binding (RFC 9449): the binding step the handler runs, on its own replay memory.
+    # The scheme is DPoP when a proof is given; htu's origin is public_origin, else http:// --host.
+    try:
+        rt.dpop.check(
+            issuer_name=verified.issuer_name, claims=verified.claims, token=token, dpop_scheme=dpop_proof is not None,
+            method=method, path=normalized, headers={"DPoP": dpop_proof} if dpop_proof is not None else {},
+            host=host, scheme="http", peer=None, trace=trace,
+        )
+    except DpopRefusal as refusal:
+        challenge = rt.dpop.challenge(refusal, verified.issuer_name, dpop_proof is not None)
+        return _answer(out, trace, DPOP_DECISIONS[refusal.kind], dpop=challenge)
+
+    # 5. The route's claim rules, with the same compiled checks the handler runs.
     decision = Decision.ALLOW
     for outcome in route.rules.outcomes(verified.claims):
         rule = outcome.rule
@@ -205,7 +220,7 @@ def _key_source_note(status: Any, offline: bool) -> str:
 
 def _answer(
     out: Explanation, trace: Trace, decision: Decision, reason: Reason | None = None,
-    claim_headers: list[tuple[str, str]] | None = None,
+    claim_headers: list[tuple[str, str]] | None = None, dpop: DpopChallenge | None = None,
 ) -> None:
     step = None
     for check in trace.checks:
@@ -220,7 +235,8 @@ def _answer(
         for name, value in claim_headers or ():
             out.lines.append(f"  {name}: {value}")
         return
-    response = reply(decision, "-", reason)
+    response = reply(decision, "-", reason, dpop)
     out.lines.append(f"  {response.status} {decision.value}")
-    if "WWW-Authenticate" in response.headers:
-        out.lines.append(f"  WWW-Authenticate: {response.headers['WWW-Authenticate']}")
+    challenge = next((value for name, value in response.headers() if name == "WWW-Authenticate"), None)
+    if challenge is not None:
+        out.lines.append(f"  WWW-Authenticate: {challenge}")

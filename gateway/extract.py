@@ -154,18 +154,32 @@ _Source = _HeaderSource | _CookieSource | _QuerySource
 _SOURCE_KINDS: dict[str, type[_Source]] = {"header": _HeaderSource, "cookie": _CookieSource, "query": _QuerySource}
 
 
+# RFC 9449 §7.1: the DPoP scheme, in the Authorization header only, with the Bearer syntax.
+DPOP_SOURCE: Final = TokenSource("header", "Authorization", "DPoP ")
+
+
 class TokenExtractor:
-    """The compiled ``tokens`` section: finds the request's single token."""
+    """The compiled ``tokens`` section (plus the DPoP scheme when an issuer uses it):
+    finds the request's single token."""
 
-    __slots__ = ("_sources",)
+    __slots__ = ("_dpop", "_sources")
 
-    def __init__(self, sources: Sequence[TokenSource]) -> None:
-        self._sources = tuple(_SOURCE_KINDS[s.location](s) for s in sources)
+    def __init__(self, sources: Sequence[TokenSource], *, dpop_scheme: bool = False) -> None:
+        compiled = [_SOURCE_KINDS[s.location](s) for s in sources]
+        self._dpop: _Source | None = _HeaderSource(DPOP_SOURCE) if dpop_scheme else None
+        if self._dpop is not None:
+            compiled.append(self._dpop)  # one more place: the one-location rule counts it too
+        self._sources = tuple(compiled)
 
     def extract(self, headers: Headers, query_string: str) -> str | None:
         """The token, or None when the request carries none; ExtractError when
         it carries several or a malformed one."""
+        return self.extract_with_scheme(headers, query_string)[0]
+
+    def extract_with_scheme(self, headers: Headers, query_string: str) -> tuple[str | None, bool]:
+        """`extract`, and whether the token came with the DPoP scheme."""
         token: str | None = None
+        found: _Source | None = None
         seen = 0
         malformed = False
         for source in self._sources:
@@ -174,8 +188,9 @@ class TokenExtractor:
                 seen += 1
                 malformed = malformed or state == _MALFORMED
                 token = value
+                found = source
         if seen > 1:
             raise ExtractError("multiple", "a token was sent in more than one place")
         if malformed:
             raise ExtractError("malformed", "the bearer token is malformed")
-        return token
+        return token, found is not None and found is self._dpop

@@ -7,13 +7,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.access_log import Exchange
 from gateway.config.model import UpstreamConfig
+from gateway.edge import Body, ServerRequest, Tunnel
 from gateway.local_reply import SERVER_HEADER
 from gateway.upstream_http import (
     CHUNK,
@@ -60,11 +59,15 @@ class HeaderPlan:
     drop: frozenset[str]  # lower-case names
 
     @classmethod
-    def build(cls, claim_header_names: Iterable[str], keep_authorization: bool) -> HeaderPlan:
+    def build(
+        cls, claim_header_names: Iterable[str], keep_authorization: bool, *, drop_dpop_proof: bool = False
+    ) -> HeaderPlan:
         drop = set(HOP_BY_HOP | GATEWAY_SET | CONSUMED)
         drop.update(n.lower() for n in claim_header_names)
         if not keep_authorization:
             drop.add("authorization")
+        if drop_dpop_proof:
+            drop.add("dpop")  # the proof was for the gateway (SPEC: never forwarded upstream)
         return cls(frozenset(drop))
 
     def request_headers(
@@ -75,7 +78,6 @@ class HeaderPlan:
         scheme: str,
         request_id: str,
         extra: list[tuple[str, str]],
-        websocket: bool = False,
     ) -> list[tuple[str, str]]:
         """The upstream request's headers: strip first (ours, hop-by-hop, those named in Connection), then set.
 
@@ -85,8 +87,6 @@ class HeaderPlan:
         connection = incoming.get("Connection")
         if connection:
             drop = drop | _named_in(connection)
-        if websocket:  # the WebSocket client sets its own handshake headers
-            drop = drop | {"sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions"}
         out: list[tuple[str, str]] = []
         for name, value in incoming.items():
             key = name.lower()
@@ -112,70 +112,65 @@ def _named_in(connection: str) -> set[str]:
     return {t.strip().lower() for t in connection.split(",")}
 
 
-def _response_headers(upstream: list[tuple[str, str]]) -> CIMultiDict[str]:
-    """Upstream response headers less hop-by-hop ones (and those its Connection names); repeats such as Set-Cookie kept."""
+def _response_headers(upstream: list[tuple[str, str]], request_id: str) -> list[tuple[str, str]]:
+    """Upstream response headers less hop-by-hop ones (and those its Connection names); repeats such
+    as Set-Cookie kept; X-Request-Id and Server added when the upstream sent none."""
     drop = HOP_BY_HOP
     for name, value in upstream:
         if name.lower() == "connection":
             drop = drop | _named_in(value)
-    out: CIMultiDict[str] = CIMultiDict()
+    out: list[tuple[str, str]] = []
+    has_id = has_server = False
     for name, value in upstream:
-        if name.lower() not in drop:
-            out.add(name, value)
+        lower = name.lower()
+        if lower in drop:
+            continue
+        if lower == "x-request-id":
+            has_id = True
+        elif lower == "server":
+            has_server = True
+        out.append((name, value))
+    # The client can correlate with our logs even when the app does not echo the id.
+    if not has_id:
+        out.append(("X-Request-Id", request_id))
+    if not has_server:
+        out.append(SERVER_HEADER)
     return out
 
 
 class Upstream:
-    """The one upstream application: a lean keep-alive HTTP/1.1 pool, and aiohttp for WebSockets."""
+    """The one upstream application, over a lean keep-alive HTTP/1.1 pool; WebSockets as byte tunnels."""
 
     def __init__(self, cfg: UpstreamConfig) -> None:
         url = URL(cfg.url)
-        self._base = cfg.url.rstrip("/")
         self._default_host = f"{url.host}:{url.port}" if url.port else str(url.host)
         self._pool = Pool(str(url.host), int(url.port or 80), cfg.connect_timeout, tls=url.scheme == "https")
         self._timeout = cfg.timeout
-        self._ws_timeout = aiohttp.ClientTimeout(
-            total=None, connect=cfg.connect_timeout, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout
-        )
-        self._session: aiohttp.ClientSession | None = None
-
-    def _ws_client(self) -> aiohttp.ClientSession:
-        # Made on first WebSocket, inside the running loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                # No pool limit: each upstream WebSocket belongs to one client connection, which
-                # is what bounds them; aiohttp's default of 100 made the 101st wait, then 504.
-                connector=aiohttp.TCPConnector(limit=0),
-                timeout=self._ws_timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),  # never keep an upstream's cookies between clients
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            )
-        return self._session
 
     async def close(self) -> None:
         self._pool.close()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def url(self, path_qs: str) -> URL:
-        return URL(self._base + path_qs, encoded=True)
 
     async def forward(
-        self, request: web.BaseRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange
-    ) -> web.StreamResponse:
-        """Send the request upstream and stream the answer back; ex gets the time to response headers."""
+        self,
+        request: ServerRequest,
+        path_qs: str,
+        headers: list[tuple[str, str]],
+        ex: Exchange,
+        reply_headers: tuple[tuple[str, str], ...] = (),
+    ) -> int:
+        """Send the request upstream and stream the answer back; ex gets the time to response headers.
+        `reply_headers` are the gateway's own, set on the answer (a fresh DPoP-Nonce)."""
         method = request.method
         fields = headers
         if "Host" not in request.headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
             fields.append(("Host", self._default_host))
         small_body = b""
         body = _NO_BODY
-        if request.body_exists:
+        if request.has_body:
             length = request.content_length
             if length is not None and length <= SMALL_BODY:
                 # A small body goes out with the head in one write.
-                small_body = await request.content.readexactly(length)
+                small_body = await request.body.readexactly(length)
             elif length is not None:
                 body = _SIZED
             else:  # the client's chunked framing was hop-by-hop: frame it again
@@ -187,34 +182,34 @@ class Upstream:
         ex.upstream_seconds = time.perf_counter() - started
         reusable = False
         try:
-            response_headers = _response_headers(head.headers)
-            # The client can correlate with our logs even when the app does not echo the id.
-            response_headers.setdefault("X-Request-Id", ex.request_id)
-            response_headers.setdefault(*SERVER_HEADER)  # else aiohttp would name itself and Python
+            response_headers = _response_headers(head.headers, ex.request_id)
+            if reply_headers:
+                ours = {name.lower() for name, _ in reply_headers}
+                response_headers = [(n, v) for n, v in response_headers if n.lower() not in ours]
+                response_headers.extend(reply_headers)
             if whole is not None:
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
                 reusable = head.keep_alive
-                return web.Response(status=head.status, reason=head.reason, headers=response_headers, body=whole)
+                await request.send_response(head.status, head.reason, response_headers, whole)
+                return head.status
             length = head.content_length
-            if length is None:
-                response_headers.popall("Content-Length", None)  # we frame it: chunked to the client
-            response = web.StreamResponse(status=head.status, reason=head.reason, headers=response_headers)
-            await response.prepare(request)
+            if length is None:  # we frame it: chunked to the client
+                response_headers = [(n, v) for n, v in response_headers if n.lower() != "content-length"]
+            await request.start_response(head.status, head.reason, response_headers, chunked=length is None)
             try:
                 async for piece in read_body(conn.reader, head, self._timeout):
-                    await response.write(piece)
+                    await request.write(piece)
             except (UpstreamProtocolError, TimeoutError):
                 # Headers are gone already: cut the client connection so a truncated body
                 # is never mistaken for a complete one. (A client that goes away raises
                 # ConnectionError from write(): the handler counts that as 499.)
                 ex.reason = "upstream_broke_mid_body"
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            await response.write_eof()
+                request.abort()
+                return head.status
+            await request.end()
             reusable = head.keep_alive
-            return response
+            return head.status
         finally:
             if sending is not None and not sending.done():
                 reusable = False  # the upstream answered before taking the whole body
@@ -227,7 +222,7 @@ class Upstream:
                 conn.close()
 
     async def _send(
-        self, request: web.BaseRequest, first_write: bytes, body: int
+        self, request: ServerRequest, first_write: bytes, body: int
     ) -> tuple[Connection, ResponseHead, bytes | None, asyncio.Task[None] | None]:
         """Write the request and read the response head (and a small sized body with it, under
         the same deadline), on a pooled connection when one is fresh."""
@@ -244,7 +239,7 @@ class Upstream:
                 conn.writer.write(first_write)
                 if body != _NO_BODY:
                     # The body streams while we wait for the answer: an upstream may answer early.
-                    sending = asyncio.ensure_future(_send_body(request, conn.writer, chunked=body == _CHUNKED))
+                    sending = asyncio.ensure_future(_send_body(request.body, conn.writer, chunked=body == _CHUNKED))
                 whole = None
                 head = await read_head(conn.reader, request.method)
                 length = head.content_length
@@ -269,36 +264,66 @@ class Upstream:
                 self._pool.unwatch(conn)
         raise AssertionError("unreachable")
 
-
-
     async def websocket(
-        self, request: web.BaseRequest, path_qs: str, fields: list[tuple[str, str]]
-    ) -> web.WebSocketResponse:
-        """Proxy a WebSocket after the same checks as any request: connect upstream first, then accept."""
-        session = self._ws_client()
-        protocols = tuple(p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip())
-        headers = CIMultiDict(fields)
-        headers.popall("Sec-WebSocket-Protocol", None)
+        self, request: ServerRequest, path_qs: str, fields: list[tuple[str, str]], ex: Exchange
+    ) -> int:
+        """Proxy a WebSocket after the same checks as any request: the upstream's handshake answer
+        first, then, on 101, bytes both ways until either side closes (RFC 6455 §4: the frames are
+        the two ends' business; extensions and subprotocols are negotiated end to end)."""
+        fields.append(("Connection", "Upgrade"))
+        fields.append(("Upgrade", "websocket"))
+        if "Host" not in request.headers:
+            fields.append(("Host", self._default_host))
+        started = time.perf_counter()
         try:
-            upstream = await session.ws_connect(
-                self.url(path_qs), headers=headers, protocols=protocols, autoping=False, max_msg_size=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=10.0),
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            conn = await self._pool.connect()
+        except UpstreamConnectTimeout as exc:
             raise UpstreamTimeout() from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except UpstreamConnectError as exc:
             raise UpstreamUnreachable() from exc
-        client = web.WebSocketResponse(
-            protocols=(upstream.protocol,) if upstream.protocol else (), autoping=False, max_msg_size=0
-        )
-        client.headers.add(*SERVER_HEADER)
-        await client.prepare(request)
         try:
-            await _pump_both(client, upstream)
+            self._pool.watch(conn, self._timeout)
+            try:
+                conn.writer.write(encode_head("GET", path_qs, fields))
+                head = await read_head(conn.reader, "GET")
+            except UpstreamProtocolError as exc:
+                raise (UpstreamTimeout() if conn.expired else UpstreamUnreachable()) from exc
+            finally:
+                self._pool.unwatch(conn)
+            ex.upstream_seconds = time.perf_counter() - started
+            if head.status != 101:
+                # The upstream declined the upgrade: its answer goes to the client as any response.
+                await _relay_refusal(request, conn, head, ex.request_id, self._timeout)
+                return head.status
+            headers = [(n, v) for n, v in head.headers if n.lower() not in _TUNNEL_DROP]
+            headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+            await request.start_response(101, head.reason, headers, chunked=False)
+            client = request.upgrade()
+            await _pump_both(client, conn)
+            return 101
         finally:
-            await upstream.close()
-            await client.close()
-        return client
+            conn.close()
+
+
+# The 101's hop-by-hop fields we set ourselves; Sec-WebSocket-* pass as the upstream sent them.
+_TUNNEL_DROP = HOP_BY_HOP | {"content-length"}
+
+
+async def _relay_refusal(
+    request: ServerRequest, conn: Connection, head: ResponseHead, request_id: str, timeout: float
+) -> None:
+    headers = _response_headers(head.headers, request_id)
+    chunked = head.content_length is None
+    if chunked:
+        headers = [(n, v) for n, v in headers if n.lower() != "content-length"]
+    await request.start_response(head.status, head.reason, headers, chunked=chunked)
+    try:
+        async for piece in read_body(conn.reader, head, timeout):
+            await request.write(piece)
+    except (UpstreamProtocolError, TimeoutError):
+        request.abort()
+        return
+    await request.end()
 
 
 async def _settle(task: asyncio.Task[None] | None) -> None:
@@ -307,9 +332,9 @@ async def _settle(task: asyncio.Task[None] | None) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def _send_body(request: web.BaseRequest, writer: asyncio.StreamWriter, *, chunked: bool) -> None:
+async def _send_body(body: Body, writer: asyncio.StreamWriter, *, chunked: bool) -> None:
     """Copy the client's body to the upstream as it arrives, never holding it whole (RFC 9112 §7.1 framing)."""
-    async for piece in request.content.iter_chunked(CHUNK):
+    while piece := await body.read(CHUNK):
         writer.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
         await writer.drain()
     if chunked:
@@ -317,25 +342,19 @@ async def _send_body(request: web.BaseRequest, writer: asyncio.StreamWriter, *, 
         await writer.drain()
 
 
-_WsEnd = aiohttp.ClientWebSocketResponse | web.WebSocketResponse
+async def _pump_both(client: Tunnel, upstream: Connection) -> None:
+    """Relay bytes both ways; when either side ends, the tunnel ends."""
 
+    async def to_upstream() -> None:
+        while data := await client.read():
+            upstream.writer.write(data)
+            await upstream.writer.drain()
 
-async def _pump(source: _WsEnd, sink: _WsEnd) -> None:
-    """Relay one direction message by message; when the source ends, close the sink."""
-    async for msg in source:
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            await sink.send_str(msg.data)
-        elif msg.type is aiohttp.WSMsgType.BINARY:
-            await sink.send_bytes(msg.data)
-        elif msg.type is aiohttp.WSMsgType.PING:
-            await sink.ping(msg.data)
-        elif msg.type is aiohttp.WSMsgType.PONG:
-            await sink.pong(msg.data)
-    await sink.close()
+    async def to_client() -> None:
+        while data := await upstream.reader.read(CHUNK):
+            await client.write(data)
 
-
-async def _pump_both(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    tasks = [asyncio.ensure_future(_pump(client, upstream)), asyncio.ensure_future(_pump(upstream, client))]
+    tasks = [asyncio.ensure_future(to_upstream()), asyncio.ensure_future(to_client())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:

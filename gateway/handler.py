@@ -1,4 +1,4 @@
-"""THE request path: sanitize -> route -> extract -> authn -> authz -> claim headers -> forward or answer -> record.
+"""THE request path: sanitize -> route -> extract -> authn -> binding -> authz -> claim headers -> forward or answer -> record.
 
 Two ports share it. On the proxy port (`Gateway.handle`) a request is judged and
 forwarded; on the authz port (`Gateway.handle_check`) another proxy's check names
@@ -20,25 +20,25 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-from aiohttp.http import HttpVersion11
-
 from gateway.access_log import AccessLog, Exchange, Listener
 from gateway.asked import Asked
 from gateway.authn import Authenticator
 from gateway.decision import ConveyError
+from gateway.dpop_binding import DPOP_DECISIONS, DpopRefusal
+from gateway.edge import ServerRequest
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
 from gateway.jose.errors import Reason, TokenError
-from gateway.local_reply import REPLIES, Decision, reply, token_refusal
+from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, DpopChallenge, LocalReply, reply, token_refusal
 from gateway.metrics import Metrics
 from gateway.runtime import Runtime
 from gateway.sanitize import PathError, normalize_path
+from gateway.token_cache import VerifiedToken
 
 log = logging.getLogger("gateway.request")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
-_Serve = Callable[[web.BaseRequest, Runtime, Exchange], Awaitable[web.StreamResponse]]
+_Serve = Callable[[ServerRequest, Runtime, Exchange], Awaitable[int]]  # answers, returns the status
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,7 @@ class Refused:
 
     decision: Decision
     reason: Reason | None = None
+    dpop: DpopChallenge | None = None  # a refusal under the DPoP scheme or by the binding step
 
 
 # A verdict: the claim headers of an allowed request, or why it is refused.
@@ -65,44 +66,45 @@ class Gateway:
         self.log = log
         self.draining = False
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: ServerRequest) -> None:
         """The proxy port: judge the request, then forward it."""
-        return await self._exchange(request, Listener.PROXY, self._proxy)
+        await self._exchange(request, Listener.PROXY, self._proxy)
 
-    async def handle_check(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle_check(self, request: ServerRequest) -> None:
         """The authz port: judge the request a check conveys, then answer it."""
-        return await self._exchange(request, Listener.AUTHZ, self._check)
+        await self._exchange(request, Listener.AUTHZ, self._check)
 
-    async def _exchange(self, request: web.BaseRequest, listener: Listener, serve: _Serve) -> web.StreamResponse:
+    async def _exchange(self, request: ServerRequest, listener: Listener, serve: _Serve) -> None:
         rt = self.runtime  # one config for the whole request, even if a reload lands meanwhile
         ex = Exchange(
             request_id=_request_id(request), method=request.method, started=time.perf_counter(), listener=listener
         )
         self.metrics.inflight.inc()
         try:
-            response = await serve(request, rt, ex)
-            ex.status = response.status
-            return response
-        except (asyncio.CancelledError, ConnectionError):
+            ex.status = await serve(request, rt, ex)
+        except asyncio.CancelledError:
             ex.status = CLIENT_CLOSED  # the client went away mid-exchange: nothing to answer
             raise
+        except ConnectionError:
+            ex.status = CLIENT_CLOSED
         except Exception:
-            ex.status = 500  # aiohttp answers with our internal_error reply
+            ex.status = 500  # the server edge answers with our internal_error reply
             ex.decision = Decision.INTERNAL_ERROR
             raise
         finally:
             self.metrics.inflight.dec()
             self._record(ex)
 
-    async def _proxy(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+    async def _proxy(self, request: ServerRequest, rt: Runtime, ex: Exchange) -> int:
         # The request asks for itself; forwarding headers (X-Original-URI...) are ordinary headers here.
         asked = Asked.from_target(request.method, request.headers.get("Host"), request.raw_path, request.headers)
         # A certificate-bound token's proof of possession: this connection's client certificate.
         verdict = await self._judge(
-            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers)
+            asked, rt, ex, lambda: rt.client_certs.thumbprint(request.transport, request.remote, request.headers),
+            request.scheme, request.remote,
         )
         if isinstance(verdict, Refused):
-            return reply(verdict.decision, ex.request_id, verdict.reason)
+            return _send(request, reply(verdict.decision, ex.request_id, verdict.reason, verdict.dpop))
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
@@ -112,44 +114,51 @@ class Gateway:
             scheme=request.scheme,
             request_id=ex.request_id,
             extra=verdict,
-            websocket=websocket,
         )
         path_qs = f"{ex.path}?{asked.query}" if asked.query else ex.path
 
         # 7. Forward. The body is asked for only now, so a refused request never uploads it.
         try:
             if websocket:
-                return await rt.upstream.websocket(request, path_qs, headers)
-            await _send_continue(request)
-            return await rt.upstream.forward(request, path_qs, headers, ex)
+                return await rt.upstream.websocket(request, path_qs, headers, ex)
+            request.send_continue()  # only now, once authorized (RFC 9110 §10.1.1)
+            # RFC 9449 §8.2: a proof with the previous nonce is answered with the current one.
+            fresh = (("DPoP-Nonce", ex.dpop_nonce), ("Cache-Control", "no-store")) if ex.dpop_nonce else ()
+            return await rt.upstream.forward(request, path_qs, headers, ex, fresh)
         except UpstreamUnreachable:
-            return self._refuse(ex, Decision.UPSTREAM_UNREACHABLE)
+            return self._refuse(request, ex, Decision.UPSTREAM_UNREACHABLE)
         except UpstreamTimeout:
-            return self._refuse(ex, Decision.UPSTREAM_TIMEOUT)
+            return self._refuse(request, ex, Decision.UPSTREAM_TIMEOUT)
 
-    async def _check(self, request: web.BaseRequest, rt: Runtime, ex: Exchange) -> web.StreamResponse:
+    async def _check(self, request: ServerRequest, rt: Runtime, ex: Exchange) -> int:
         # 0. Which request the check conveys: forwarding headers are trusted on this port only.
         try:
             conveyed = rt.decision.read(request.method, request.raw_path, request.headers.get("Host"), request.headers)
         except ConveyError as exc:
             ex.reason = exc.kind
             ex.decision = exc.decision
-            return rt.decision.refused(exc.family, exc.decision, ex.request_id)
+            return _send(request, rt.decision.refused(exc.family, exc.decision, ex.request_id))
         ex.method = conveyed.asked.method
         # No client certificate: the asking proxy's connection proves nothing of its client's,
         # so a certificate-bound token is refused here (SPEC: Decision mode).
-        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate)
+        verdict = await self._judge(conveyed.asked, rt, ex, _no_client_certificate, request.scheme, request.remote)
         if isinstance(verdict, Refused):
-            return rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason)
+            return _send(
+                request,
+                rt.decision.refused(conveyed.family, verdict.decision, ex.request_id, verdict.reason, verdict.dpop),
+            )
         # 6. Answer instead of forwarding: the asking proxy copies the claim headers upstream.
-        return rt.decision.allowed(conveyed.family, verdict, ex.request_id)
+        await request.send_response(200, "OK", rt.decision.allowed(conveyed.family, verdict, ex.request_id), b"")
+        return 200
 
     async def _judge(
-        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None]
+        self, asked: Asked, rt: Runtime, ex: Exchange, client_certificate: Callable[[], str | None],
+        scheme: str, peer: str | None,
     ) -> Verdict:
-        """Steps 1-5, the same for both ports: path, route, token, claim rules, claim headers.
+        """Steps 1-5, the same for both ports: path, route, token and its bindings, claim rules, claim headers.
 
-        `client_certificate` gives the thumbprint of the certificate the client proved it holds.
+        `client_certificate` gives the thumbprint of the certificate the client proved it holds;
+        `scheme` and `peer` are the listener's and the connection's, for DPoP's external URI.
         """
         # 1. One spelling of the path, for routing and for the upstream alike.
         try:
@@ -169,7 +178,7 @@ class Gateway:
         if route.auth == "public" or (rt.cors_bypass and _is_preflight(asked)):
             return []
         try:
-            token = rt.extractor.extract(asked.headers, asked.query)
+            token, dpop_scheme = rt.extractor.extract_with_scheme(asked.headers, asked.query)
         except ExtractError as exc:
             if exc.kind == "multiple":
                 ex.reason = "multiple_tokens"
@@ -180,15 +189,38 @@ class Gateway:
             return self._refused(ex, Decision.INVALID_TOKEN, Reason.MALFORMED)
         if token is None:
             return self._refused(ex, Decision.NO_TOKEN) if route.auth == "required" else []
+        def dpop_binding(entry: VerifiedToken) -> None:
+            # Sender constraint (RFC 9449): the token's cnf.jkt and the request's DPoP proof belong
+            # together, on every request, cached token or not. It runs inside authentication, so
+            # its refusal is the verification result.
+            ex.issuer = entry.issuer_name
+            ex.dpop_nonce = rt.dpop.check(
+                issuer_name=entry.issuer_name, claims=entry.claims, token=token, dpop_scheme=dpop_scheme,
+                method=asked.method, path=path, headers=asked.headers, host=asked.host, scheme=scheme, peer=peer,
+            )
+
         try:
             verified = await self.authn.authenticate(
                 token, route, rt.issuers, rt.max_token_bytes, client_certificate=client_certificate,
-                decryption=rt.decryption,
+                decryption=rt.decryption, dpop_binding=dpop_binding,
             )
         except TokenError as exc:
             ex.reason = exc.reason.value
             _debug_refusal(ex, check=exc.description)
-            return self._refused(ex, token_refusal(exc.reason), exc.reason)
+            decision = token_refusal(exc.reason)
+            # RFC 9449 §7.1: the token's own faults are answered under the scheme it came with.
+            dpop = None
+            if dpop_scheme and decision is Decision.INVALID_TOKEN:
+                dpop = DpopChallenge(REASON_DESCRIPTIONS[exc.reason], rt.dpop.algs(ex.issuer))
+            return self._refused(ex, decision, exc.reason, dpop)
+        except DpopRefusal as refusal:
+            ex.reason = refusal.reason
+            _debug_refusal(ex, check=refusal.description)
+            if ex.issuer is not None:
+                self.metrics.dpop_check(ex.issuer, refusal.result).inc()
+            return self._refused(ex, DPOP_DECISIONS[refusal.kind], dpop=rt.dpop.challenge(refusal, ex.issuer, dpop_scheme))
+        if dpop_scheme:
+            self.metrics.dpop_check(verified.issuer_name, "ok").inc()
         ex.issuer = verified.issuer_name
         sub = verified.claims.get("sub")
         ex.sub = sub if isinstance(sub, str) else None
@@ -205,19 +237,22 @@ class Gateway:
         return rt.claim_plan.headers(verified.claims, verified.payload_b64 or token.split(".", 2)[1])
 
     def record_unparsed(self, decision: Decision, listener: Listener) -> None:
-        """Count and log a request aiohttp could not parse (400, 431): the handler never saw it."""
+        """Count and log a request the request path never saw: unparseable (400, 431), a head too
+        slow (408) or shed (503)."""
         ex = Exchange(request_id="-", method="-", started=time.perf_counter(), decision=decision, listener=listener)
         ex.status = REPLIES[decision].status
         self._record(ex)
 
     @staticmethod
-    def _refused(ex: Exchange, decision: Decision, reason: Reason | None = None) -> Refused:
+    def _refused(
+        ex: Exchange, decision: Decision, reason: Reason | None = None, dpop: DpopChallenge | None = None
+    ) -> Refused:
         ex.decision = decision
-        return Refused(decision, reason)
+        return Refused(decision, reason, dpop)
 
-    def _refuse(self, ex: Exchange, decision: Decision) -> web.Response:
+    def _refuse(self, request: ServerRequest, ex: Exchange, decision: Decision) -> int:
         ex.decision = decision
-        return reply(decision, ex.request_id)
+        return _send(request, reply(decision, ex.request_id))
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
@@ -239,7 +274,7 @@ def _no_client_certificate() -> str | None:
     return None
 
 
-def _request_id(request: web.BaseRequest) -> str:
+def _request_id(request: ServerRequest) -> str:
     """Keep a sane client X-Request-Id so traces join up; make one otherwise."""
     given = request.headers.get("X-Request-Id")
     if given is not None and _REQUEST_ID.fullmatch(given):
@@ -262,7 +297,7 @@ def _is_preflight(asked: Asked) -> bool:
     return asked.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
-def _is_websocket(request: web.BaseRequest) -> bool:
+def _is_websocket(request: ServerRequest) -> bool:
     headers = request.headers
     return (
         request.method == "GET"
@@ -271,9 +306,7 @@ def _is_websocket(request: web.BaseRequest) -> bool:
     )
 
 
-async def _send_continue(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` only once the request is authorized (RFC 9110 §10.1.1)."""
-    if request.version == HttpVersion11 and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        # The interim response is not the response: let aiohttp still treat headers as unsent.
-        request.writer.output_size -= 25
+
+def _send(request: ServerRequest, local: LocalReply) -> int:
+    request.send_local(local)
+    return local.status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,34 @@ class RouteChildren:
 
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _Observer:
+    """One histogram child's observe without prometheus_client's per-call checks and bucket scan:
+    a bisect and two increments (this runs two or three times per request)."""
+
+    __slots__ = ("_bounds", "_buckets", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._bounds = list(child._upper_bounds)  # ends with +Inf, so every amount has a bucket
+        self._buckets = child._buckets
+        self._sum = child._sum
+
+    def observe(self, amount: float) -> None:
+        self._sum.inc(amount)
+        self._buckets[bisect_left(self._bounds, amount)].inc(1)  # the first bound >= amount, as upstream's scan
+
+
+def _bound(
+    children: dict[tuple[str, str], Any], metric: Any, first: str, second: str, wrap: Any = None
+) -> Any:
+    """A label child looked up once, then reused: `labels()` costs a lock and a tuple per call."""
+    key = (first, second)
+    child = children.get(key)
+    if child is None:
+        child = metric.labels(first, second)
+        child = children[key] = child if wrap is None else wrap(child)
+    return child
 
 
 class _LoopValue(values.MutexValue):
@@ -124,6 +153,10 @@ class Metrics:
         self.config_reloads = Counter(
             "gateway_config_reloads", "Config reload attempts by result (ok/error).", ["result"], registry=r,
         )
+        self.dpop_checks = Counter(
+            "gateway_dpop_checks", "DPoP binding checks (RFC 9449) by issuer and result: ok or the refusal.",
+            ["issuer", "result"], registry=r,
+        )
         self.tls_reloads = Counter(
             "gateway_tls_reloads", "Reloads of the proxy port's TLS certificate files by result (ok/error).",
             ["result"], registry=r,
@@ -136,8 +169,22 @@ class Metrics:
         self.inflight = Gauge(
             "gateway_inflight_requests", "Requests in progress.", registry=r, multiprocess_mode="livesum"
         )
+        self.open_connections = Gauge(
+            "gateway_open_connections", "Client connections open on the proxy port.", registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.connections_rejected = Counter(
+            "gateway_connections_rejected",
+            "Client connections refused or closed by a limit (max_connections, header_timeout, idle_timeout).",
+            ["reason"], registry=r,
+        )
+        self.requests_shed = Counter(
+            "gateway_requests_shed", "Requests answered 503 at once because server.max_inflight were in progress.",
+            registry=r,
+        )
         self._route_children: dict[tuple[str, str, int], RouteChildren] = {}
         self._verify_children: dict[tuple[str, str], Any] = {}
+        self._dpop_children: dict[tuple[str, str], Any] = {}
         self.cache_hit = self.jwt_cache_lookups.labels("hit")
         self.cache_miss = self.jwt_cache_lookups.labels("miss")
         for result in ("ok", "error"):
@@ -151,19 +198,19 @@ class Metrics:
         if children is None:
             children = RouteChildren(
                 self.requests.labels(listener, route, str(status)),
-                self.request_duration.labels(listener, route),
-                self.upstream_duration.labels(route),
+                _Observer(self.request_duration.labels(listener, route)),
+                _Observer(self.upstream_duration.labels(route)),
             )
             self._route_children[key] = children
         return children
 
     def verify_histogram(self, issuer: str, result: str) -> Any:
         """The verification histogram's child for (issuer, result); both come from closed sets."""
-        key = (issuer, result)
-        child = self._verify_children.get(key)
-        if child is None:
-            child = self._verify_children[key] = self.jwt_verify_seconds.labels(issuer, result)
-        return child
+        return _bound(self._verify_children, self.jwt_verify_seconds, issuer, result, _Observer)
+
+    def dpop_check(self, issuer: str, result: str) -> Any:
+        """The DPoP counter's child for (issuer, result); both come from closed sets."""
+        return _bound(self._dpop_children, self.dpop_checks, issuer, result)
 
     def exposition(self) -> bytes:
         return generate_latest(self._scrape_registry)

@@ -14,6 +14,8 @@ from gateway.cert_binding import ClientCertificates
 from gateway.claim_headers import ClaimHeaderPlan
 from gateway.config.model import GatewayConfig
 from gateway.decision import DecisionEdge
+from gateway.dpop_binding import DpopBinder
+from gateway.dpop_state import DpopShared
 from gateway.extract import TokenExtractor
 from gateway.forward import HeaderPlan, Upstream
 from gateway.jose.claims import ClaimPolicy
@@ -37,6 +39,7 @@ class Runtime:
     upstream: Upstream
     max_token_bytes: int
     cors_bypass: bool
+    dpop: DpopBinder
     client_certs: ClientCertificates
     decision: DecisionEdge  # the authz listener's reading of checks and shape of answers
     loaded_at: float = field(default_factory=time.time)  # epoch seconds: when this config took effect
@@ -48,11 +51,14 @@ def build_runtime(
     keystore: KeyStore,
     previous: Runtime | None = None,
     decryption: DecryptionKeyStore | None = None,
+    dpop_shared: DpopShared | None = None,
 ) -> Runtime:
     """Compile everything the request path needs; raises nothing for a validated config.
 
     The upstream connection pool of `previous` is kept when the upstream settings did not change.
+    `dpop_shared` is the process's DPoP replay memory and nonce key (made here when not given).
     """
+    dpop = DpopBinder(config, dpop_shared or DpopShared.create())
     issuers = []
     for cfg in config.issuers:
         policy = VerifyPolicy(
@@ -71,10 +77,12 @@ def build_runtime(
     return Runtime(
         config=config,
         router=Router(config.routes),
-        extractor=TokenExtractor(config.tokens),
+        extractor=TokenExtractor(config.tokens, dpop_scheme=dpop.enabled),
         issuers=IssuerTable(by_iss={i.iss: i for i in issuers}, by_name={i.name: i for i in issuers}),
         claim_plan=claim_plan,
-        header_plan=HeaderPlan.build(claim_plan.strip_names, config.forward.keep_authorization),
+        header_plan=HeaderPlan.build(
+            claim_plan.strip_names, config.forward.keep_authorization, drop_dpop_proof=dpop.enabled
+        ),
         keystore=keystore,
         upstream=(
             previous.upstream
@@ -83,6 +91,7 @@ def build_runtime(
         ),
         max_token_bytes=config.server.max_token_bytes,
         cors_bypass=config.server.cors_preflight == "bypass",
+        dpop=dpop,
         decryption=decryption,
         client_certs=ClientCertificates(config.server.forwarded_client_cert),
         decision=DecisionEdge(

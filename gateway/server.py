@@ -6,14 +6,12 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
 
 from gateway.access_log import AccessLog, Listener
 from gateway.admin import Admin
@@ -21,9 +19,12 @@ from gateway.authn import Authenticator
 from gateway.config.load import ConfigInvalid, load_config
 from gateway.config.model import GatewayConfig, Listen
 from gateway.decryption_keys import DecryptionKeyStore
+from gateway.dpop_state import DpopShared
+from gateway.edge import Edge, Handler, Limits
 from gateway.handler import Gateway
+from gateway.http1 import Http1Connection
 from gateway.keystore import KeyStore
-from gateway.local_reply import Decision, reply
+from gateway.local_reply import Decision
 from gateway.metrics import Metrics
 from gateway.process_log import set_log_level
 from gateway.runtime import Runtime, build_runtime
@@ -35,47 +36,6 @@ CONFIG_POLL_SECONDS = 1.0
 WORKER_JOIN_TIMEOUT = 10.0
 
 
-class _ProxyProtocol(RequestHandler):
-    """aiohttp's per-connection handler, with our replies for HTTP it cannot parse.
-
-    aiohttp's own error path logs the offending header line, which may hold a token;
-    ours logs only the kind of error.
-    """
-
-    def handle_error(
-        self, request: Any, status: int = 500, exc: BaseException | None = None, message: str | None = None
-    ) -> web.StreamResponse:
-        if isinstance(exc, ConnectionError):
-            # The client went away while we answered; the handler already counted it (499).
-            response = web.Response(status=499)
-            response.force_close()
-            return response
-        if isinstance(exc, LineTooLong):
-            decision = Decision.HEADERS_TOO_LARGE
-        elif status == 400:
-            decision = Decision.BAD_REQUEST
-        else:
-            # A bug of ours (the handler raised): the traceback names code, never request data.
-            log.error("internal error while handling a request", exc_info=exc)
-            decision = Decision.INTERNAL_ERROR
-        server = self._manager
-        if decision is not Decision.INTERNAL_ERROR and isinstance(server, _ProxyServer) and server.gateway:
-            server.gateway.record_unparsed(decision, server.listener)  # the handler never ran: count and log it here
-        response = reply(decision, "-")
-        response.force_close()
-        return response
-
-
-class _ProxyServer(web.Server):
-    """The proxy port, and the authz port, which reads requests the same way."""
-
-    gateway: Gateway | None = None
-    listener: Listener = Listener.PROXY
-
-    def __call__(self) -> RequestHandler:
-        return _ProxyProtocol(self, loop=self._loop, **self._kwargs)
-
-
 def _listen_socket_host(listen: Listen) -> str:
     return listen.host.strip("[]")
 
@@ -83,19 +43,22 @@ def _listen_socket_host(listen: Listen) -> str:
 class GatewayProcess:
     """One running gateway: built from a config, reloadable, stoppable. Tests run it in-process too."""
 
-    def __init__(self, config: GatewayConfig, config_path: str | None = None) -> None:
+    def __init__(
+        self, config: GatewayConfig, config_path: str | None = None, dpop_shared: DpopShared | None = None
+    ) -> None:
         self.config_path = config_path
+        # Made before the workers fork when there are several, so all of them share it.
+        self.dpop_shared = dpop_shared or DpopShared.create()
         self.metrics = Metrics()
         self.access_log = AccessLog()
         self.keystore = self._new_keystore(config, None)
         self.authn = Authenticator(TokenCache(config.cache.max_entries, config.cache.ttl), self.metrics)
         self.decryption = self._new_decryption(config)
-        runtime = build_runtime(config, self.keystore, decryption=self.decryption)
+        runtime = build_runtime(config, self.keystore, decryption=self.decryption, dpop_shared=self.dpop_shared)
         self.gateway = Gateway(runtime, self.authn, self.metrics, self.access_log)
         # TLS on the proxy port is decided at start; its files and settings follow reloads.
         self.tls = ServerTls(config.server.tls, self.metrics) if config.server.tls is not None else None
-        self._proxy_runner: web.ServerRunner | None = None
-        self._authz_runner: web.ServerRunner | None = None
+        self._listeners: list[tuple[asyncio.AbstractServer, Edge]] = []  # proxy, then authz when on
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
         self.authz_port = 0  # 0 while decision mode is off
@@ -142,7 +105,7 @@ class GatewayProcess:
             # A worker joins the shared ports once it has keys, so a (re)started worker never
             # answers 503 while its siblings could serve; a single process listens at once.
             await self._await_keys(WORKER_JOIN_TIMEOUT)
-        self._proxy_runner, self.proxy_port = await self._listen(
+        self.proxy_port = await self._listen(
             self.gateway.handle, Listener.PROXY, cfg.server.listen, shared,
             ssl_context=self.tls.listening if self.tls is not None else None,
         )
@@ -150,7 +113,7 @@ class GatewayProcess:
             self.tls.start_watching()
         if cfg.server.authz_listen is not None:
             # Decision mode: the same request path, answering instead of forwarding.
-            self._authz_runner, self.authz_port = await self._listen(
+            self.authz_port = await self._listen(
                 self.gateway.handle_check, Listener.AUTHZ, cfg.server.authz_listen, shared
             )
         admin = web.Server(Admin(self.gateway).handle, access_log=None)
@@ -174,24 +137,23 @@ class GatewayProcess:
         log.info("listening", extra=listening)
 
     async def _listen(
-        self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], listener: Listener,
-        listen: Listen, shared: bool, ssl_context: ssl.SSLContext | None = None,
-    ) -> tuple[web.ServerRunner, int]:
+        self, handler: Handler, listener: Listener, listen: Listen, shared: bool,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
+        """One listener on our own HTTP/1.1 edge (its limits are read at start, like its address)."""
         cfg = self.runtime.config
-        server = _ProxyServer(
-            handler,
-            handler_cancellation=True,  # a client that goes away cancels its upstream exchange
-            max_line_size=cfg.server.max_header_bytes,
-            max_field_size=cfg.server.max_header_bytes,
-            access_log=None,
+
+        def record_refused(decision: Decision) -> None:
+            self.gateway.record_unparsed(decision, listener)
+
+        edge = Edge(handler, record_refused, _limits(cfg), self.metrics)
+        edge.start()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Http1Connection(edge), _listen_socket_host(listen), listen.port,
+            reuse_port=shared or None, backlog=1024, ssl=ssl_context,
         )
-        server.gateway = self.gateway
-        server.listener = listener
-        runner = web.ServerRunner(server, shutdown_timeout=cfg.server.shutdown_grace)
-        await runner.setup()
-        site = web.TCPSite(runner, _listen_socket_host(listen), listen.port, reuse_port=shared, ssl_context=ssl_context)
-        await site.start()
-        return runner, bound_port(site)
+        self._listeners.append((server, edge))
+        return int(server.sockets[0].getsockname()[1])
 
     async def _await_keys(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -221,7 +183,9 @@ class GatewayProcess:
             decryption = self._new_decryption(config)
             if decryption is not None:
                 decryption.start()
-            runtime = build_runtime(config, keystore, previous=old_runtime, decryption=decryption)
+            runtime = build_runtime(
+                config, keystore, previous=old_runtime, decryption=decryption, dpop_shared=self.dpop_shared
+            )
             self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
             self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
@@ -269,9 +233,10 @@ class GatewayProcess:
         if self.tls is not None:
             self.tls.stop_watching()
         # Both request ports stop accepting at once, then drain together.
-        await asyncio.gather(
-            *(runner.cleanup() for runner in (self._proxy_runner, self._authz_runner) if runner is not None)
-        )
+        for server, _ in self._listeners:
+            server.close()
+        grace = self.runtime.config.server.shutdown_grace
+        await asyncio.gather(*(edge.drain(grace) for _, edge in self._listeners))
         await self.runtime.upstream.close()
         await self.keystore.close()
         if self.decryption is not None:
@@ -280,6 +245,17 @@ class GatewayProcess:
             await self._admin_runner.cleanup()
         self.access_log.flush()
         self.stopped.set()
+
+
+def _limits(cfg: GatewayConfig) -> Limits:
+    server = cfg.server
+    return Limits(
+        header_timeout=server.header_timeout,
+        idle_timeout=server.idle_timeout,
+        max_connections=server.max_connections,
+        max_inflight=server.max_inflight,
+        max_header_bytes=server.max_header_bytes,
+    )
 
 
 def _stamp(path: str | None) -> tuple[int, int, int] | None:
@@ -298,9 +274,9 @@ def bound_port(site: web.TCPSite) -> int:
     return int(server.sockets[0].getsockname()[1])
 
 
-async def serve(config: GatewayConfig, config_path: str | None) -> int:
+async def serve(config: GatewayConfig, config_path: str | None, dpop_shared: DpopShared | None = None) -> int:
     try:
-        process = GatewayProcess(config, config_path)
+        process = GatewayProcess(config, config_path, dpop_shared)
     except TlsFileError as exc:  # checked at load, but replaced since
         log.error("cannot serve TLS", extra={"key": f"server.tls.{exc.field}", "error": exc.message})
         return 1
@@ -339,24 +315,50 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+# Beyond the client connections: upstream connections, key fetches, the config, logs.
+FD_HEADROOM = 1024
+
+
+def raise_open_file_limit(max_connections: int) -> int:
+    """Lift the soft open-file limit toward what server.max_connections needs (up to the hard
+    limit), so the limit that refuses connections is ours, counted, and not accept()'s EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + FD_HEADROOM
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        if new > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning(
+            "the open-file limit is below server.max_connections; accept() will fail first",
+            extra={"open_file_limit": soft, "max_connections": max_connections},
+        )
+    return soft
+
+
 def run_forever(config: GatewayConfig, config_path: str) -> int:
     """Serve `config` (read from `config_path`, which is watched for reloads) until SIGTERM."""
     set_log_level(config.server.log_level)
+    raise_open_file_limit(config.server.max_connections)  # workers inherit it
     if config.server.workers == 1:
         _install_uvloop()
         return asyncio.run(serve(config, config_path))
     from gateway.metrics import MULTIPROC_ENV
     from gateway.supervisor import Supervisor
 
-    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path))
+    # DPoP replay memory and nonce key: one for the whole process, inherited by every worker.
+    dpop_shared = DpopShared.create()
+    dpop_shared.replay.share_with_forks()
+    supervisor = Supervisor(config.server.workers, lambda index: _run_worker(config, config_path, dpop_shared))
     os.environ[MULTIPROC_ENV] = supervisor.metrics_dir
     log.info("starting workers", extra={"workers": config.server.workers})
     return supervisor.run()
 
 
-def _run_worker(config: GatewayConfig, config_path: str) -> int:
+def _run_worker(config: GatewayConfig, config_path: str, dpop_shared: DpopShared) -> int:
     from gateway.metrics import use_multiprocess_values
 
     use_multiprocess_values(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     _install_uvloop()
-    return asyncio.run(serve(config, config_path))
+    return asyncio.run(serve(config, config_path, dpop_shared))

@@ -111,6 +111,10 @@ class Pool:
                 conn.reused = True
                 return conn
             conn.close()
+        return await self.connect()
+
+    async def connect(self) -> Connection:
+        """A new connection, never from the idle set (an upgraded one is never returned to it)."""
         try:
             async with asyncio.timeout(self._connect_timeout):
                 reader, writer = await asyncio.open_connection(

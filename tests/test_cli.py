@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gateway
@@ -61,3 +63,30 @@ def test_run_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dpop_proof_prints_a_proof_or_the_thumbprint(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from gateway.jose.dpop import DpopPolicy, ExternalUri, check_proof, jwk_thumbprint
+    from gateway.sanitize import normalize_path
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    proof = run("dpop-proof", "--key", str(pem), "--method", "POST", "--url", "https://a.example/x", "--token", "t.t.t")
+    assert proof.returncode == 0, proof.stderr
+    jkt = run("dpop-proof", "--key", str(pem), "--jkt").stdout.strip()
+    checked = check_proof(proof.stdout.strip(), DpopPolicy(frozenset({"ES256"}), 60, 30), method="POST",
+                          uri=ExternalUri("https", "a.example", "/x"), access_token="t.t.t",
+                          now=time.time(), normalize_path=normalize_path)
+    nums = key.public_key().public_numbers()
+    assert checked.jkt == jkt == jwk_thumbprint({
+        "kty": "EC", "crv": "P-256",
+        "x": base64.urlsafe_b64encode(nums.x.to_bytes(32, "big")).rstrip(b"=").decode(),
+        "y": base64.urlsafe_b64encode(nums.y.to_bytes(32, "big")).rstrip(b"=").decode(),
+    })
+    missing = run("dpop-proof", "--key", str(tmp_path / "none.pem"))
+    assert missing.returncode == 1 and "none.pem" in missing.stderr

@@ -14,7 +14,7 @@ ROOT = Path(gateway.__file__).parent
 MODULES = sorted(p for p in ROOT.rglob("*.py"))
 # The modules that talk HTTP: the server edge, the upstream client, the key fetcher.
 AIOHTTP_ALLOWED = {
-    "server", "handler", "forward", "admin", "local_reply", "jwks_fetch", "keystore", "demo", "decision",
+    "server", "edge", "http1", "handler", "forward", "admin", "local_reply", "jwks_fetch", "keystore", "demo", "decision",
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.decryption import REQUIRE_ENCRYPTION
+from gateway.config.dpop import ISSUER_DPOP_BLOCK
 from gateway.config.jwks import JWKS_SOURCES, parse_jwks
 from gateway.config.model import IssuerConfig
 from gateway.config.reader import LABEL, At, Block, Reader, block_keys, child_path, names, suggest
@@ -85,6 +86,7 @@ ISSUER_BLOCKS: tuple[Block, ...] = (
     ),
     Block(("jwks", "secret"), _read_keys),
     REQUIRE_ENCRYPTION,
+    ISSUER_DPOP_BLOCK,
 )
 
 

@@ -92,10 +92,19 @@ class ServerConfig:
     log_level: str = "info"
     tls: TlsConfig | None = None  # None: plain HTTP on the proxy port
     forwarded_client_cert: ForwardedClientCertConfig | None = None  # None: such headers are never believed
+    # DPoP htu (RFC 9449): the origin clients sign ("https://api.example.com", no path), and the
+    # peers whose X-Forwarded-Proto/-Host are believed when it is not set.
+    public_origin: tuple[str, str] | None = None  # (scheme, authority), lower-case, default port dropped
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs, validated
     # Decision mode: a listener answering other proxies' "may this pass?" checks (None: off).
     authz_listen: Listen | None = None
     authz_dialect: AuthzDialect = "auto"
     authz_path_prefix: str = ""  # envoy dialect: stripped from the check path ("" strips nothing)
+    # Connection hygiene on the proxy port (gateway/edge.py).
+    header_timeout: float = 10.0  # a started request head must be complete by then: 408 and close
+    idle_timeout: float = 60.0  # a connection waiting that long with nothing of a next request is closed
+    max_connections: int = 10000  # beyond it a new connection is closed at once
+    max_inflight: int = 0  # >0: beyond it a request gets 503 + Retry-After at once; 0 = no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +142,19 @@ class JwksConfig:
     allow_http: bool = False
 
 
+DpopMode = Literal["off", "optional", "required"]
+
+
+@dataclass(frozen=True, slots=True)
+class DpopConfig:
+    """An issuer's DPoP rules (RFC 9449): off, optional (bound tokens need a proof), or required."""
+
+    mode: DpopMode = "off"
+    algorithms: tuple[str, ...] = ("ES256", "EdDSA", "RS256", "PS256")
+    max_age: float = 60.0  # how old a proof's iat may be, plus clock_skew
+    nonce: bool = False  # demand a server nonce (RFC 9449 §8/§9)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuerConfig:
     name: str
@@ -148,6 +170,7 @@ class IssuerConfig:
     jwks: JwksConfig | None = None  # None only when every algorithm is HS*
     secret: Secret | None = None  # resolved bytes for HS*; never inline in YAML
     require_encryption: bool = False  # a plain JWS from this issuer gets 401 (needs `decryption`)
+    dpop: DpopConfig = field(default_factory=DpopConfig)
 
 
 @dataclass(frozen=True, slots=True)

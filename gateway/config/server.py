@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.config.authz import AUTHZ_BLOCK
+from gateway.config.dpop import SERVER_DPOP_BLOCK
 from gateway.config.model import ServerConfig
 from gateway.config.reader import At, Block, Reader, same_socket
 from gateway.config.tls import TLS_BLOCKS
@@ -14,6 +15,8 @@ MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
 WORKERS_RANGE = (1, 64)
 MAX_TOKEN_BYTES_RANGE = (256, 1 << 20)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_CONNECTIONS_RANGE = (1, 1 << 20)
+MAX_INFLIGHT_RANGE = (0, 1 << 20)
 
 
 def _read_core(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> None:
@@ -42,6 +45,16 @@ def _read_core(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> N
         kw["log_level"] = level
 
 
+def _read_limits(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> None:
+    for key in ("header_timeout", "idle_timeout"):
+        if key in m and (seconds := r.duration(m[key])) is not None:
+            kw[key] = seconds
+    if "max_connections" in m and (n := r.integer(m["max_connections"], *MAX_CONNECTIONS_RANGE)) is not None:
+        kw["max_connections"] = n
+    if "max_inflight" in m and (n := r.integer(m["max_inflight"], *MAX_INFLIGHT_RANGE)) is not None:
+        kw["max_inflight"] = n
+
+
 # The keys of `server`, one block per feature (a new feature adds its module's block here).
 SERVER_BLOCKS: tuple[Block, ...] = (
     Block(
@@ -51,6 +64,8 @@ SERVER_BLOCKS: tuple[Block, ...] = (
     ),
     *TLS_BLOCKS,
     AUTHZ_BLOCK,
+    Block(("header_timeout", "idle_timeout", "max_connections", "max_inflight"), _read_limits),
+    SERVER_DPOP_BLOCK,
 )
 
 

@@ -190,6 +190,28 @@ def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
     """Split and decode a compact JWS, enforcing the strict rules; raises `TokenError`."""
     match = match_compact(token, _COMPACT, max_bytes=max_bytes, shape="JWS of three base64url segments")
     header_b64, payload_b64, signature_b64 = match.groups()
+    header, alg, kid = _header(header_b64)
+    if not signature_b64:
+        raise TokenError(Reason.MALFORMED, "The token has an empty signature.")
+    payload = b64decode_segment(payload_b64, "payload")
+    signature = b64decode_segment(signature_b64, "signature")
+    # RFC 7515 §5.2 step 8: the signing input is the received octets, never re-serialized.
+    signing_input = token[: match.end(2)].encode("ascii")
+    return JwsParts(header, payload, signing_input, signature, alg, kid)
+
+
+# Tokens signed with one key share one header segment, so its checked decoding is kept:
+# a cache hit skips a base64 and a JSON decode. Bounded (cleared when full), so a flood of
+# distinct headers costs what it cost before. The header dicts are shared: read-only.
+_HEADER_CACHE: dict[str, tuple[dict[str, Any], str, str | None]] = {}
+_HEADER_CACHE_MAX: Final = 256
+
+
+def _header(header_b64: str) -> tuple[dict[str, Any], str, str | None]:
+    """The JOSE header's JSON object, alg and kid, with every header rule checked."""
+    cached = _HEADER_CACHE.get(header_b64)
+    if cached is not None:
+        return cached
     header = json_object(b64decode_segment(header_b64, "header"), "header")
 
     alg = header.get("alg")
@@ -210,14 +232,10 @@ def parse_jws(token: str, *, max_bytes: int = 8192) -> JwsParts:
     kid = header.get("kid")
     if "kid" in header and not isinstance(kid, str):
         raise TokenError(Reason.MALFORMED, "The token header's kid is not a string.")
-
-    if not signature_b64:
-        raise TokenError(Reason.MALFORMED, "The token has an empty signature.")
-    payload = b64decode_segment(payload_b64, "payload")
-    signature = b64decode_segment(signature_b64, "signature")
-    # RFC 7515 §5.2 step 8: the signing input is the received octets, never re-serialized.
-    signing_input = token[: match.end(2)].encode("ascii")
-    return JwsParts(header, payload, signing_input, signature, alg, kid)
+    if len(_HEADER_CACHE) >= _HEADER_CACHE_MAX:
+        _HEADER_CACHE.clear()
+    _HEADER_CACHE[header_b64] = checked = (header, alg, kid)
+    return checked
 
 
 def parse_token(token: str, *, max_bytes: int = 8192) -> ParsedToken:

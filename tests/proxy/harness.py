@@ -260,3 +260,33 @@ class GatewaySubprocess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (a supervisor's workers)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+async def start_workers(
+    tmp_path: Path, template: str, issuer: Issuer, upstream: Upstream, workers: int = 2
+) -> tuple[GatewaySubprocess, int, int]:
+    """`gateway run` of a proxy-test config template on fixed ports with `workers` processes, once all
+    of them are up: the process (kill it when done), the proxy port and the admin port."""
+    port, admin_port = free_port(), free_port()
+    text = template.format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="5s")
+    text = text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
+    text = text.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
+    text = text.replace("  shutdown_grace: 2s\n", f"  shutdown_grace: 2s\n  workers: {workers}\n")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    proc = GatewaySubprocess(path, admin_port, tmp_path)
+    try:
+        await proc.start()
+        assert proc.proc is not None
+        pid = proc.proc.pid
+        await wait_for(lambda: len(children(pid)) == workers, timeout=10)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, port, admin_port

@@ -56,6 +56,7 @@ async def test_demo_curl_lines_do_what_they_say(tmp_path: Path) -> None:
                         encrypted = headers["Authorization"].count(".") == 4
                         assert body["headers"]["X-User-Id"] == ("carol" if encrypted else "alice")
                         seen_encrypted = seen_encrypted or encrypted
+            await _dpop_lines_do_what_they_say(text, http)
         assert seen_encrypted
         # The printed explain lines: the read-only token passes on /api and fails /admin's scope rule;
         # the encrypted one passes, with its decryption step shown.
@@ -88,3 +89,22 @@ async def test_demo_authz_checks_do_what_they_say(tmp_path: Path) -> None:
                     assert resp.status == int(code), line
                     if code == "200":
                         assert resp.headers["X-User-Id"] in ("alice", "bob") and await resp.read() == b""
+
+
+async def _dpop_lines_do_what_they_say(text: str, http: aiohttp.ClientSession) -> None:
+    """The DPoP example: the proof command runs as printed (no curl needed), and the bound token
+    passes with its proof and is refused as a bearer token."""
+    token = re.search(r"^TOKEN=(\S+)$", text, flags=re.M)
+    with_proof = re.search(r"^# DPoP 200: .*\ncurl .*\$\((python -m gateway dpop-proof [^)]*)\)\" (\S+)$", text, flags=re.M)
+    as_bearer = re.search(r"^# DPoP 401: .*\ncurl .* (\S+)$", text, flags=re.M)
+    assert token and with_proof and as_bearer, text
+    command = shlex.split(with_proof.group(1).replace("$TOKEN", token.group(1)))
+    proof = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, check=True).stdout.strip()
+    headers = {"Authorization": f"DPoP {token.group(1)}", "DPoP": proof}
+    async with http.get(with_proof.group(2), headers=headers) as resp:
+        assert resp.status == 200
+        assert (await resp.json())["headers"]["X-User-Id"] == "dave"
+    async with http.get(with_proof.group(2), headers=headers) as resp:
+        assert resp.status == 401  # the same proof again is a replay
+    async with http.get(as_bearer.group(1), headers={"Authorization": f"Bearer {token.group(1)}"}) as resp:
+        assert resp.status == 401

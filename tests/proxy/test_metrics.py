@@ -8,8 +8,10 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.server import GatewayProcess
-from tests.proxy.conftest import admin_url, url
+from tests.proxy.conftest import GatewayFactory, admin_url, url
+from tests.proxy.dpop_client import DpopClient
 from tests.proxy.harness import Issuer
+from tests.proxy.test_dpop import dpop_config
 
 GOLDEN = Path(__file__).parent / "metrics.golden"
 
@@ -21,6 +23,11 @@ async def _traffic(gateway: GatewayProcess, http: aiohttp.ClientSession, issuer:
             await resp.read()
     async with http.get(url(gateway, "/api/x"), headers={"Authorization": "Bearer a.b.c"}) as resp:
         await resp.read()
+    client = DpopClient()  # one DPoP-bound request, so the DPoP counter is in the exposition
+    bound = issuer.token(cnf={"jkt": client.jkt})
+    headers = {"Authorization": f"DPoP {bound}", "DPoP": client.proof("GET", url(gateway, "/optional/x"), bound)}
+    async with http.get(url(gateway, "/optional/x"), headers=headers) as resp:
+        assert resp.status == 200
 
 
 def shape(text: str) -> str:
@@ -33,7 +40,10 @@ def shape(text: str) -> str:
     return "\n".join(sorted(lines)) + "\n"
 
 
-async def test_metrics_scrape_after_traffic(gateway: GatewayProcess, http: aiohttp.ClientSession, issuer: Issuer) -> None:
+async def test_metrics_scrape_after_traffic(
+    make_gateway: GatewayFactory, http: aiohttp.ClientSession, issuer: Issuer
+) -> None:
+    gateway = await make_gateway(dpop_config())
     await _traffic(gateway, http, issuer)
     async with http.get(admin_url(gateway, "/metrics")) as resp:
         assert resp.status == 200
@@ -51,6 +61,7 @@ async def test_metrics_scrape_after_traffic(gateway: GatewayProcess, http: aioht
         "gateway_config_reloads": ("counter", {"result"}),
         "gateway_inflight_requests": ("gauge", set()),
         "gateway_build_info": ("gauge", {"version"}),
+        "gateway_dpop_checks": ("counter", {"issuer", "result"}),
     }
     for name, (kind, labels) in expected.items():
         assert name in families, name
@@ -62,7 +73,8 @@ async def test_metrics_scrape_after_traffic(gateway: GatewayProcess, http: aioht
     assert samples[("gateway_requests_total", (("code", "200"), ("listener", "proxy"), ("route", "api")))] == 2
     assert samples[("gateway_requests_total", (("code", "401"), ("listener", "proxy"), ("route", "api")))] == 2
     assert samples[("gateway_jwt_cache_lookups_total", (("result", "hit"),))] == 1
-    assert samples[("gateway_jwt_verify_seconds_count", (("issuer", "corp"), ("result", "ok")))] == 2
+    assert samples[("gateway_jwt_verify_seconds_count", (("issuer", "corp"), ("result", "ok")))] == 3
+    assert samples[("gateway_dpop_checks_total", (("issuer", "corp"), ("result", "ok")))] == 1
     assert samples[("gateway_jwt_verify_seconds_count", (("issuer", "unknown"), ("result", "malformed")))] == 1
     assert samples[("gateway_jwks_keys", (("issuer", "corp"),))] == 2
     assert samples[("gateway_jwks_refresh_total", (("issuer", "corp"), ("result", "ok")))] >= 1

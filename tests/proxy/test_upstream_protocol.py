@@ -198,3 +198,18 @@ async def test_upstream_answering_before_the_body_is_sent(make_gateway: GatewayF
                 assert await resp.read() == b"big"
     finally:
         server.close()
+
+
+async def test_unknown_length_answer_to_http10_client_is_close_delimited(make_gateway: GatewayFactory, scripted) -> None:  # type: ignore[no-untyped-def]
+    """HTTP/1.0 has no chunked coding (RFC 9112 §7.1): the body ends when the connection does."""
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    upstream = scripted(answer(raw))
+    await upstream.start()
+    gateway = await make_gateway(upstream_port=upstream.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(b"GET /public/x HTTP/1.0\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # returns at EOF: the gateway closed
+    writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"chunked" not in head.lower()
+    assert body == b"hello world"

@@ -11,27 +11,13 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.proxy.conftest import BASE_CONFIG
-from tests.proxy.harness import GatewaySubprocess, Issuer, Upstream, free_port, wait_for
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+from tests.proxy.harness import Issuer, Upstream, children, start_workers, wait_for
 
 
 async def test_two_workers_share_ports_and_metrics(tmp_path: Path, issuer: Issuer, upstream: Upstream) -> None:
-    port, admin_port = free_port(), free_port()
-    text = BASE_CONFIG.format(upstream_port=upstream.port, issuer_url=issuer.url, upstream_timeout="5s")
-    text = text.replace('listen: "127.0.0.1:0"', f'listen: "127.0.0.1:{port}"', 1)
-    text = text.replace('admin_listen: "127.0.0.1:0"', f'admin_listen: "127.0.0.1:{admin_port}"', 1)
-    text = text.replace("  shutdown_grace: 2s\n", "  shutdown_grace: 2s\n  workers: 2\n")
-    path = tmp_path / "gateway.yaml"
-    path.write_text(text)
-    proc = GatewaySubprocess(path, admin_port, tmp_path)
+    proc, port, admin_port = await start_workers(tmp_path, BASE_CONFIG, issuer, upstream)
     try:
-        await proc.start()
         assert proc.proc is not None
-        await wait_for(lambda: len(_children(proc.proc.pid)) == 2)  # type: ignore[union-attr]
         headers = {"Authorization": f"Bearer {issuer.token()}"}
 
         async def one(http: aiohttp.ClientSession) -> int:
@@ -57,9 +43,9 @@ async def test_two_workers_share_ports_and_metrics(tmp_path: Path, issuer: Issue
         assert len(build) == 1
 
         # A worker that dies is replaced.
-        victim = _children(proc.proc.pid)[0]
+        victim = children(proc.proc.pid)[0]
         os.kill(victim, signal.SIGKILL)
-        await wait_for(lambda: victim not in _children(proc.proc.pid) and len(_children(proc.proc.pid)) == 2, timeout=10)  # type: ignore[union-attr]
+        await wait_for(lambda: victim not in children(proc.proc.pid) and len(children(proc.proc.pid)) == 2, timeout=10)  # type: ignore[union-attr]
 
         proc.signal(signal.SIGTERM)
         assert await proc.wait() == 0

@@ -1,0 +1,215 @@
+"""What every server protocol on the proxy port shares: the request as plain values, and the connection limits.
+
+A server protocol (HTTP/1.1 in http1.py; an h2c protocol would sit beside it) turns
+bytes into `ServerRequest`s and hands each to the request path, which answers
+through the same object. The protocol knows nothing of tokens; the request path
+knows nothing of framing. Both share one `Edge` per listener: it admits or
+refuses connections (server.max_connections), admits or sheds requests
+(server.max_inflight), and sweeps every open connection once in a while for the
+head and idle deadlines (server.header_timeout, server.idle_timeout) instead of
+keeping a timer per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from multidict import CIMultiDictProxy
+
+from gateway.local_reply import Decision, LocalReply
+from gateway.metrics import Metrics
+
+SWEEP_MAX_SECONDS = 0.5  # deadlines are kept to within this (or a tenth of the shortest timeout)
+SWEEP_BATCH = 128  # connections checked between two yields to the event loop
+
+
+class Body(Protocol):
+    """A request body as it arrives (never held whole): what the request path reads."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+    async def readexactly(self, n: int) -> bytes: ...
+    def at_eof(self) -> bool: ...
+
+
+class Tunnel(Protocol):
+    """The client's side of an upgraded connection (WebSocket): raw bytes both ways."""
+
+    async def read(self) -> bytes: ...  # b"" once the client closed
+    async def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class ServerRequest(Protocol):
+    """One request as a server protocol hands it to the request path, and the way to answer it."""
+
+    # Read-only views (properties), so each protocol may keep them as it likes.
+    @property
+    def method(self) -> str: ...
+    @property
+    def raw_path(self) -> str:
+        """The request target as sent (origin-form expected)."""
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """Case-insensitive, repeats kept, in arrival order."""
+    @property
+    def remote(self) -> str | None:
+        """The peer's address."""
+    @property
+    def scheme(self) -> str:
+        """"http", or "https" on a TLS connection."""
+    @property
+    def transport(self) -> Any:
+        """The connection's transport: TLS details (peer certificate) via get_extra_info."""
+    @property
+    def body(self) -> Body: ...
+    @property
+    def content_length(self) -> int | None:
+        """None: chunked or no body."""
+    @property
+    def has_body(self) -> bool: ...
+    @property
+    def response_started(self) -> bool: ...
+
+    def send_local(self, reply: LocalReply) -> None:
+        """A reply the gateway writes itself: one write."""
+
+    def send_continue(self) -> None:
+        """`100 Continue` when the client asked for it (RFC 9110 §10.1.1); nothing otherwise."""
+
+    async def send_response(self, status: int, reason: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        """A whole response in one write; `headers` already frame `body` (Content-Length)."""
+
+    async def start_response(
+        self, status: int, reason: str, headers: list[tuple[str, str]], *, chunked: bool
+    ) -> None:
+        """The response head; with `chunked` the body's length is unknown and the protocol frames it."""
+
+    async def write(self, data: bytes) -> None:
+        """A piece of the response body; waits while the client's socket buffer is full."""
+
+    async def end(self) -> None:
+        """The response body is complete."""
+
+    def abort(self) -> None:
+        """Cut the connection: a truncated body must never look complete."""
+
+    def upgrade(self) -> Tunnel:
+        """After a 101 response: the client's bytes from here on, and a way to send it bytes."""
+
+
+Handler = Callable[[ServerRequest], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Connection hygiene for one listener (config: server.*)."""
+
+    header_timeout: float = 10.0  # a started request head must be complete by then: 408, close
+    idle_timeout: float = 60.0  # a connection waiting for its next request that long is closed
+    max_connections: int = 10000  # beyond it a new connection is closed at once
+    max_inflight: int = 0  # >0: beyond it a request gets 503 at once (0: no limit)
+    max_header_bytes: int = 16384  # a longer request line or header line gets 431
+
+
+class Connection(Protocol):
+    """What the edge needs of one open connection, whatever its protocol."""
+
+    def expire(self, now: float) -> None:
+        """Act on a deadline that passed at `now` (loop time): 408 a stalled head, close an idle one."""
+
+    def shut_down(self) -> None:
+        """The process is stopping: close now if idle, else after the current response."""
+
+    def abort(self) -> None: ...
+
+
+class Edge:
+    """One listener's shared state: the handler, limits, open connections, in-flight count, metrics."""
+
+    def __init__(
+        self, handler: Handler, record_refused: Callable[[Decision], None], limits: Limits, metrics: Metrics
+    ) -> None:
+        self.handler = handler
+        self.record_refused = record_refused  # count and log a request the request path never saw
+        self.limits = limits
+        self.metrics = metrics
+        self.connections: set[Connection] = set()
+        self.inflight = 0
+        self.draining = False
+        self.date = _http_date()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._rejected = {
+            reason: metrics.connections_rejected.labels(reason)
+            for reason in ("max_connections", "header_timeout", "idle_timeout")
+        }
+
+    def start(self) -> None:
+        interval = min(SWEEP_MAX_SECONDS, self.limits.header_timeout / 10, self.limits.idle_timeout / 10)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(max(interval, 0.01)))
+
+    def admit(self, conn: Connection) -> bool:
+        """A new connection: counted and kept, or refused (the caller closes it) beyond max_connections."""
+        if self.draining or len(self.connections) >= self.limits.max_connections:
+            self._rejected["max_connections"].inc()
+            return False
+        self.connections.add(conn)
+        self.metrics.open_connections.inc()
+        return True
+
+    def release(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.metrics.open_connections.dec()
+
+    def count_expired(self, reason: str) -> None:
+        self._rejected[reason].inc()
+
+    def begin_request(self) -> bool:
+        """Admit one request into the request path, or False to shed it (server.max_inflight)."""
+        limit = self.limits.max_inflight
+        if limit and self.inflight >= limit:
+            self.metrics.requests_shed.inc()
+            return False
+        self.inflight += 1
+        return True
+
+    def end_request(self) -> None:
+        self.inflight -= 1
+
+    async def _sweep(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            self.date = _http_date()
+            for i, conn in enumerate(list(self.connections), 1):
+                conn.expire(now)
+                if i % SWEEP_BATCH == 0:
+                    # Thousands of connections may expire together (a slowloris wave): let the
+                    # requests of everyone else through between batches.
+                    await asyncio.sleep(0)
+
+    async def drain(self, grace: float) -> None:
+        """Stop: idle connections close now, busy ones after their response; whatever is left
+        after `grace` seconds is cut."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn.shut_down()
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+
+def _http_date() -> bytes:
+    """The Date header line (RFC 9110 §6.6.1), refreshed by the sweep: one format a second, not one a request."""
+    return b"Date: " + formatdate(usegmt=True).encode() + b"\r\n"
