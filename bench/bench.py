@@ -51,6 +51,7 @@ ISSUER = "https://idp.example.com/"
 AUDIENCE = "orders-api"
 N_TOKENS = 10_000
 MB = 1024 * 1024
+FLEET_MARK = "<!-- fleet:begin -->"
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
@@ -859,7 +860,10 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     L.append("## Notes\n")
     L.extend(f"- {n}" for n in report["notes"])
     L.append("")
-    path.write_text("\n".join(L))
+    # bench/fleet.py owns the fleet sections at the end of the file: keep them.
+    old = path.read_text() if path.exists() else ""
+    fleet = old[old.index(FLEET_MARK) :] if FLEET_MARK in old else ""
+    path.write_text("\n".join(L) + ("\n" + fleet if fleet else ""))
 
 
 def issue_targets(report: dict[str, Any]) -> list[dict[str, str]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from gateway.config.model import ForwardedClientCertConfig
 from gateway.jose.errors import Reason, TokenError
 from gateway.jose.trace import BINDING, Trace
+from gateway.peers import TrustedPeers
 from gateway.tls import peer_certificate
 
 X5T_S256 = "x5t#S256"  # RFC 8705 §3.1 confirmation method
@@ -86,29 +86,18 @@ class ClientCertificates:
 
     def __init__(self, forwarded: ForwardedClientCertConfig | None) -> None:
         self._forwarded = forwarded
-        self._trusted = tuple(ipaddress.ip_network(n) for n in forwarded.trusted_peers) if forwarded else ()
+        self._trusted = TrustedPeers(forwarded.trusted_peers if forwarded else ())
 
     def thumbprint(self, transport: Any, remote: str | None, headers: HeaderValues) -> str | None:
         """The thumbprint of the certificate the client proved it holds, or None."""
         forwarded = self._forwarded
-        if forwarded is not None and _peer_in(remote, self._trusted):
+        if forwarded is not None and remote in self._trusted:
             # The peer is the proxy that terminated the client's TLS: its own certificate (if
             # it connects over mutual TLS) identifies the proxy, not the client.
             return forwarded_thumbprint(headers.getall(forwarded.header, []))
         der = peer_certificate(transport)
         return None if der is None else certificate_thumbprint(der)
 
-
-def _peer_in(remote: str | None, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
-    if remote is None:
-        return False
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in trusted)
 
 
 def forwarded_thumbprint(values: list[str]) -> str | None:

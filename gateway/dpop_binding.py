@@ -20,7 +20,6 @@ the conveyed one).
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from gateway.jose.dpop import (
 from gateway.jose.errors import TokenError
 from gateway.jose.trace import BINDING, Trace
 from gateway.local_reply import Decision, DpopChallenge
+from gateway.peers import TrustedPeers
 from gateway.sanitize import normalize_path
 
 DPOP_HEADER: Final = "DPoP"
@@ -87,10 +87,6 @@ class IssuerDpop:
     algs: str  # for the challenge's algs parameter (RFC 9449 §7.1)
 
 
-def _proxy_networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
-
-
 class DpopBinder:
     """The compiled `issuers[].dpop` and `server.public_origin/trusted_proxies`, over the process's shared state."""
 
@@ -106,7 +102,7 @@ class DpopBinder:
         self.enabled = any(d.mode != "off" for d in self.issuers.values())
         self._all_algs = " ".join(dict.fromkeys(a for d in self.issuers.values() if d.mode != "off" for a in d.algs.split()))
         self._origin = config.server.public_origin
-        self._proxies = _proxy_networks(config.server.trusted_proxies)
+        self._proxies = TrustedPeers(config.server.trusted_proxies)
         self._max_bytes = config.server.max_token_bytes
         self._replay = shared.replay
         self._nonces = Nonces(shared.nonce_key, clock)
@@ -220,7 +216,7 @@ class DpopBinder:
         if self._origin is not None:
             return ExternalUri(self._origin[0], self._origin[1], path)
         origin = None
-        if self._proxies and peer is not None and self._trusted(peer):
+        if peer in self._proxies:
             proto = _nearest(header_values(headers, "X-Forwarded-Proto"))
             forwarded_host = _nearest(header_values(headers, "X-Forwarded-Host"))
             if proto is not None and forwarded_host is not None and proto.lower() in ("http", "https"):
@@ -235,14 +231,6 @@ class DpopBinder:
             if origin is None:
                 return None
         return ExternalUri(origin[0], origin[1], path)
-
-    def _trusted(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in net for net in self._proxies)
-
 
 def _no_trace(step: str, name: str, ok: bool | None, detail: str = "") -> None:
     """The request path records nothing."""

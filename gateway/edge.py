@@ -1,6 +1,6 @@
 """What every server protocol on the proxy port shares: the request as plain values, and the connection limits.
 
-A server protocol (HTTP/1.1 in http1.py; an h2c protocol would sit beside it) turns
+A server protocol (HTTP/1.1 in http1.py, HTTP/2 in http2.py) turns
 bytes into `ServerRequest`s and hands each to the request path, which answers
 through the same object. The protocol knows nothing of tokens; the request path
 knows nothing of framing. Both share one `Edge` per listener: it admits or
@@ -92,8 +92,9 @@ class ServerRequest(Protocol):
     async def write(self, data: bytes) -> None:
         """A piece of the response body; waits while the client's socket buffer is full."""
 
-    async def end(self) -> None:
-        """The response body is complete."""
+    async def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
+        """The response body is complete; `trailers` (an HTTP/2 upstream's, gRPC's status) follow it
+        where the protocol can carry them."""
 
     def abort(self) -> None:
         """Cut the connection: a truncated body must never look complete."""

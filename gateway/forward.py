@@ -1,4 +1,4 @@
-"""Forwarding to the upstream: header rewrite by a precomputed plan, streamed bodies both ways, WebSockets."""
+"""Forwarding to the upstream: header rewrite by a precomputed plan, streamed bodies both ways, WebSockets, h2c."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 
 from multidict import CIMultiDictProxy
 from yarl import URL
@@ -13,7 +14,9 @@ from yarl import URL
 from gateway.access_log import Exchange
 from gateway.config.model import UpstreamConfig
 from gateway.edge import Body, ServerRequest, Tunnel
+from gateway.grpc import upstream_deadline
 from gateway.local_reply import SERVER_HEADER
+from gateway.upstream_h2 import H2Pool, UpstreamStream, request_fields
 from gateway.upstream_http import (
     CHUNK,
     Connection,
@@ -141,6 +144,14 @@ def _response_headers(upstream: list[tuple[str, str]], request_id: str) -> list[
     return out
 
 
+def _with_ours(headers: list[tuple[str, str]], ours: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The gateway's own answer headers (a fresh DPoP-Nonce) replace any upstream copy."""
+    if not ours:
+        return headers
+    names = {name.lower() for name, _ in ours}
+    return [(n, v) for n, v in headers if n.lower() not in names] + list(ours)
+
+
 class Upstream:
     """The one upstream application, over a lean keep-alive HTTP/1.1 pool; WebSockets as byte tunnels."""
 
@@ -149,9 +160,13 @@ class Upstream:
         self._default_host = f"{url.host}:{url.port}" if url.port else str(url.host)
         self._pool = Pool(str(url.host), int(url.port or 80), cfg.connect_timeout, tls=url.scheme == "https")
         self._timeout = cfg.timeout
+        # upstream.protocol: h2c: requests go over multiplexed HTTP/2 connections instead.
+        self._h2 = H2Pool(str(url.host), int(url.port or 80), cfg.connect_timeout) if cfg.protocol == "h2c" else None
 
     async def close(self) -> None:
         self._pool.close()
+        if self._h2 is not None:
+            self._h2.close()
 
     async def forward(
         self,
@@ -163,6 +178,8 @@ class Upstream:
     ) -> int:
         """Send the request upstream and stream the answer back; ex gets the time to response headers.
         `reply_headers` are the gateway's own, set on the answer (a fresh DPoP-Nonce)."""
+        if self._h2 is not None:
+            return await self._forward_h2(self._h2, request, path_qs, headers, ex, reply_headers)
         method = request.method
         fields = headers
         if "Host" not in request.headers:  # an HTTP/1.0 client may send none; HTTP/1.1 requires it
@@ -185,11 +202,7 @@ class Upstream:
         ex.upstream_seconds = time.perf_counter() - started
         reusable = False
         try:
-            response_headers = _response_headers(head.headers, ex.request_id)
-            if reply_headers:
-                ours = {name.lower() for name, _ in reply_headers}
-                response_headers = [(n, v) for n, v in response_headers if n.lower() not in ours]
-                response_headers.extend(reply_headers)
+            response_headers = _with_ours(_response_headers(head.headers, ex.request_id), reply_headers)
             if whole is not None:
                 # A small body of known size goes out with the headers in one write: on this
                 # path syscalls, not bytes, are the cost. Larger or open-ended bodies stream.
@@ -267,6 +280,60 @@ class Upstream:
                 self._pool.unwatch(conn)
         raise AssertionError("unreachable")
 
+    async def _forward_h2(
+        self, pool: H2Pool, request: ServerRequest, path_qs: str, headers: list[tuple[str, str]], ex: Exchange,
+        reply_headers: tuple[tuple[str, str], ...],
+    ) -> int:
+        """The same exchange over HTTP/2: both bodies stream, trailers pass (gRPC's status lives there);
+        the wait for the answer is bounded by upstream.timeout, or a shorter grpc-timeout."""
+        # TE is hop-by-hop, but "trailers" is the one value HTTP/2 carries (RFC 9113 §8.2.2), and gRPC requires it.
+        te_trailers = "trailers" in request.headers.get("TE", "").lower()
+        authority = request.headers.get("Host") or self._default_host
+        fields = request_fields(request.method, authority, path_qs, headers, te_trailers=te_trailers)
+        started = time.perf_counter()
+        try:
+            stream = await pool.open(fields, end=not request.has_body)
+        except UpstreamConnectTimeout as exc:
+            raise UpstreamTimeout() from exc
+        except UpstreamConnectError as exc:
+            raise UpstreamUnreachable() from exc
+        sending = asyncio.ensure_future(_send_h2_body(request.body, stream)) if request.has_body else None
+        try:
+            try:
+                async with asyncio.timeout(upstream_deadline(request.headers, self._timeout)):
+                    head = await stream.head
+            except TimeoutError as exc:
+                raise UpstreamTimeout() from exc
+            except UpstreamProtocolError as exc:
+                raise UpstreamUnreachable() from exc
+            ex.upstream_seconds = time.perf_counter() - started
+            status = int(head[0][1])
+            response_headers = _with_ours(_response_headers(head[1:], ex.request_id), reply_headers)
+            if stream.ended:  # no body (a gRPC trailers-only answer among them): one HEADERS frame
+                if not any(n == "content-length" for n, _ in head):
+                    response_headers.append(("content-length", "0"))
+                await request.send_response(status, _reason(status), response_headers, b"")
+                return status
+            length = next((v for n, v in head if n == "content-length"), None)
+            await request.start_response(status, _reason(status), response_headers, chunked=length is None)
+            try:
+                while True:
+                    async with asyncio.timeout(self._timeout):
+                        piece = await stream.read()
+                    if not piece:
+                        break
+                    await request.write(piece)
+            except (UpstreamProtocolError, TimeoutError):
+                ex.reason = "upstream_broke_mid_body"
+                request.abort()  # headers are gone: never let a truncated answer look complete
+                return status
+            await request.end(stream.trailers)
+            return status
+        finally:
+            if not stream.ended:
+                stream.cancel()  # the client left, or the answer was cut: the upstream stops too
+            await _settle(sending)
+
     async def websocket(
         self, request: ServerRequest, path_qs: str, fields: list[tuple[str, str]], ex: Exchange
     ) -> int:
@@ -333,6 +400,20 @@ async def _settle(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+async def _send_h2_body(body: Body, stream: UpstreamStream) -> None:
+    """Copy the client's body to the upstream stream as it arrives, then end the stream."""
+    while piece := await body.read(CHUNK):
+        await stream.send(piece)
+    stream.end()
 
 
 async def _send_body(body: Body, writer: asyncio.StreamWriter, *, chunked: bool) -> None:

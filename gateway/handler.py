@@ -28,6 +28,7 @@ from gateway.dpop_binding import DPOP_DECISIONS, DpopRefusal
 from gateway.edge import ServerRequest
 from gateway.extract import ExtractError
 from gateway.forward import UpstreamTimeout, UpstreamUnreachable
+from gateway.grpc import is_grpc
 from gateway.jose.errors import Reason, TokenError
 from gateway.local_reply import REASON_DESCRIPTIONS, REPLIES, Decision, DpopChallenge, LocalReply, reply, token_refusal
 from gateway.metrics import Metrics
@@ -104,7 +105,7 @@ class Gateway:
             request.scheme, request.remote,
         )
         if isinstance(verdict, Refused):
-            return _send(request, reply(verdict.decision, ex.request_id, verdict.reason, verdict.dpop))
+            return _refusal(request, reply(verdict.decision, ex.request_id, verdict.reason, verdict.dpop))
 
         # 6. The upstream request's headers: every client copy of ours stripped first, then ours set.
         websocket = _is_websocket(request)
@@ -252,7 +253,7 @@ class Gateway:
 
     def _refuse(self, request: ServerRequest, ex: Exchange, decision: Decision) -> int:
         ex.decision = decision
-        return _send(request, reply(decision, ex.request_id))
+        return _refusal(request, reply(decision, ex.request_id))
 
     def _record(self, ex: Exchange) -> None:
         duration = time.perf_counter() - ex.started
@@ -305,6 +306,13 @@ def _is_websocket(request: ServerRequest) -> bool:
         and "upgrade" in headers.get("Connection", "").lower()
     )
 
+
+
+def _refusal(request: ServerRequest, local: LocalReply) -> int:
+    """The proxy port's refusals. One to a gRPC call is a gRPC answer (SPEC): HTTP 200, trailers-only,
+    grpc-status and grpc-message; metrics and the access log keep the status it maps from (401, 403...)."""
+    request.send_local(local.for_grpc() if is_grpc(request.headers) else local)
+    return local.status
 
 
 def _send(request: ServerRequest, local: LocalReply) -> int:

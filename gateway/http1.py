@@ -412,9 +412,11 @@ class Http1Request:
         self._write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
         await self._conn.drain()
 
-    async def end(self) -> None:
+    async def end(self, trailers: list[tuple[str, str]] | None = None) -> None:
         if self._chunked:
-            self._write(b"0\r\n\r\n")
+            # RFC 9112 §7.1.2: trailers ride the last chunk; without chunked framing they are dropped.
+            fields = "".join(f"{name}: {value}\r\n" for name, value in trailers or ())
+            self._write(b"0\r\n" + fields.encode("utf-8", "surrogateescape") + b"\r\n")
         self.response_done = True
         await self._conn.drain()
 

@@ -7,11 +7,18 @@ The lifecycle follows STYLE principle 7 (after Envoy's jwks_async_fetcher):
   background tasks, so a slow IdP never delays the listeners.
 * Remote sets refresh every `refresh_interval` (or the server's Cache-Control
   max-age clamped into [min_refresh_interval, refresh_interval]) with ±10%
-  jitter; files are re-read when their stat signature changes.
+  jitter; files are re-read when their stat signature changes. The first
+  refresh after a start or reload comes at a uniformly random point of the
+  interval: a fleet restarted at once would otherwise refresh inside one ±10%
+  band, cycle after cycle (bench/fleet.py: the IdP's peak several times its mean).
 * A failed fetch keeps the last good set. An empty or all-invalid set is a
   failure too: a broken IdP must not be able to empty our key set. Failures
-  back off exponentially (1s doubling, capped at min(refresh_interval, 60s)),
-  which is also how an issuer with no keys at all recovers on its own.
+  back off exponentially. With no set yet, from 1s doubling, capped at
+  min(refresh_interval, 60s): readiness is at stake, and this is how an issuer
+  with no keys at all recovers on its own. While a stale set is served, from a
+  quarter of refresh_interval (at least min_refresh_interval) doubling, capped at
+  refresh_interval: an IdP that is down gets about two requests per interval from
+  each sidecar instead of one, not one a minute; new kids still refetch at once.
 * An unknown `kid` triggers `refetch_unknown_kid()`: single-flight (every
   concurrent caller awaits the same fetch) and at most one per
   `min_refresh_interval`, measured on the injected monotonic clock.
@@ -44,6 +51,7 @@ DEFAULT_FILE_POLL_INTERVAL = 1.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_CAP = 60.0
 JITTER = 0.10
+STALE_BACKOFF_FRACTION = 0.25  # a stale set's first retry: this share of refresh_interval
 MIN_DELAY = 0.01
 
 
@@ -282,11 +290,15 @@ class IssuerKeys:
 
     async def _run_remote(self) -> None:
         # Keys adopted from the previous config are fresh enough: no fetch storm on reload.
+        first = True
         if self._jwks is not None:
-            await self._sleep_until_next(self._next_delay(FetchResult.OK))
+            await self._sleep_until_next(self._next_delay(FetchResult.OK, first=True))
+            first = False
         while True:
             result = await asyncio.shield(self._fetch_once())
-            await self._sleep_until_next(self._next_delay(result))
+            ok = result in (FetchResult.OK, FetchResult.NOT_MODIFIED)
+            await self._sleep_until_next(self._next_delay(result, first=first and ok))
+            first = first and not ok
 
     def _fetch_once(self) -> asyncio.Task[FetchResult]:
         """The fetch in flight, or a new one: the single point of single-flight."""
@@ -323,19 +335,25 @@ class IssuerKeys:
         self._report(result)
         return result
 
-    def _next_delay(self, result: FetchResult) -> float:
+    def _next_delay(self, result: FetchResult, *, first: bool = False) -> float:
+        """Seconds until the next fetch; `first` for the first refresh of a loaded set (its phase)."""
         jwks = self.config.jwks
         assert jwks is not None
+        low = min(jwks.min_refresh_interval, jwks.refresh_interval)
         if result in (FetchResult.OK, FetchResult.NOT_MODIFIED):
             delay = jwks.refresh_interval
             if self._max_age is not None:
-                low = min(jwks.min_refresh_interval, jwks.refresh_interval)
                 delay = min(max(self._max_age, low), jwks.refresh_interval)
-        else:
-            cap = min(jwks.refresh_interval, BACKOFF_CAP)
+            if first:
+                # A random phase, once: later ±10% jitter keeps the fleet spread.
+                return max(MIN_DELAY, delay * self._deps.random())
+        elif self._jwks is None:
             # The exponent is bounded so a long outage cannot overflow the float.
-            delay = min(BACKOFF_INITIAL * 2.0 ** min(self._failures - 1, 30), cap)
-        # Jitter spreads the refreshes of many sidecars that started together;
+            delay = min(BACKOFF_INITIAL * 2.0 ** min(self._failures - 1, 30), min(jwks.refresh_interval, BACKOFF_CAP))
+        else:
+            first_retry = max(low, jwks.refresh_interval * STALE_BACKOFF_FRACTION)
+            delay = min(first_retry * 2.0 ** min(self._failures - 1, 30), jwks.refresh_interval)
+        # Jitter keeps sidecars that drifted apart from falling back into step;
         # the floor keeps a zero interval from turning into a busy loop.
         return max(MIN_DELAY, delay * (1.0 - JITTER + 2 * JITTER * self._deps.random()))
 

@@ -109,7 +109,7 @@ class _Prepared:
 
     status: int
     headers: tuple[tuple[str, str], ...]
-    body_head: bytes  # the JSON body up to the request id's value
+    body_head: bytes | None  # the JSON body up to the request id's value (None: no body, gRPC's answers)
     http1_head: bytes  # status line and the fixed header lines, encoded once
 
 
@@ -126,11 +126,16 @@ class LocalReply:
 
     @property
     def body(self) -> bytes:
-        return self.prepared.body_head + self.request_id.encode() + b'"}'
+        head = self.prepared.body_head
+        return b"" if head is None else head + self.request_id.encode() + b'"}'
 
     def headers(self) -> list[tuple[str, str]]:
         """Every header but the framing (Content-Length), for a protocol that encodes its own."""
         return [*self.prepared.headers, ("X-Request-Id", self.request_id)]
+
+    def for_grpc(self) -> LocalReply:
+        """The same refusal as a gRPC answer: HTTP 200, trailers-only, grpc-status and grpc-message."""
+        return LocalReply(_grpc(self.prepared), self.request_id)
 
     def with_status(self, status: int) -> LocalReply:
         """The same reply under another status (a front proxy that only understands some)."""
@@ -167,6 +172,27 @@ def _restatus(prepared: _Prepared, status: int) -> _Prepared:
     head = prepared.http1_head.split(b"\r\n", 1)[1]
     status_line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
     return dataclasses.replace(prepared, status=status, http1_head=status_line + head)
+
+
+# The SPEC's mapping of our statuses to gRPC codes (the rest as grpc/grpc's http-grpc-status-mapping.md).
+GRPC_STATUS = {401: 16, 403: 7, 502: 14, 503: 14, 504: 14, 400: 13, 431: 13, 404: 12, 408: 4}
+GRPC_UNKNOWN = 2
+
+
+@functools.lru_cache(maxsize=128)
+def _grpc(prepared: _Prepared) -> _Prepared:
+    headers = dict(prepared.headers)
+    description = json.loads(prepared.body_head + b'"}')["error_description"] if prepared.body_head else ""
+    grpc = [
+        ("Content-Type", "application/grpc"),
+        ("grpc-status", str(GRPC_STATUS.get(prepared.status, GRPC_UNKNOWN))),
+        # Our descriptions are printable ASCII without '%': already grpc-message's percent-encoding.
+        ("grpc-message", description),
+        SERVER_HEADER,
+    ]
+    grpc.extend((name, headers[name]) for name in ("WWW-Authenticate", "Retry-After", "DPoP-Nonce") if name in headers)
+    head = "".join(f"{name}: {value}\r\n" for name, value in grpc)
+    return _Prepared(200, tuple(grpc), None, b"HTTP/1.1 200 OK\r\n" + head.encode())
 
 
 _PREPARED: dict[tuple[Decision, Reason | None], _Prepared] = {

@@ -191,6 +191,12 @@ class Metrics:
             "gateway_requests_shed", "Requests answered 503 at once because server.max_inflight were in progress.",
             registry=r,
         )
+        self.http2_errors = Counter(
+            "gateway_http2_errors",
+            "HTTP/2 connections ended for a protocol error or a denial-of-service shape (rapid_reset, "
+            "continuation_flood, settings_flood, ping_flood, header_list_size, protocol_error).",
+            ["reason"], registry=r,
+        )
         self._route_children: dict[tuple[str, str, int], RouteChildren] = {}
         self._verify_children: dict[tuple[str, str], Any] = {}
         self._dpop_children: dict[tuple[str, str], Any] = {}

@@ -23,6 +23,7 @@ from gateway.dpop_state import DpopShared
 from gateway.edge import Edge, Handler, Limits
 from gateway.handler import Gateway
 from gateway.http1 import Http1Connection
+from gateway.http2 import Negotiate
 from gateway.keystore import KeyStore
 from gateway.local_reply import Decision
 from gateway.metrics import Metrics
@@ -57,7 +58,11 @@ class GatewayProcess:
         runtime = build_runtime(config, self.keystore, decryption=self.decryption, dpop_shared=self.dpop_shared)
         self.gateway = Gateway(runtime, self.authn, self.metrics, self.access_log)
         # TLS on the proxy port is decided at start; its files and settings follow reloads.
-        self.tls = ServerTls(config.server.tls, self.metrics) if config.server.tls is not None else None
+        self.tls = (
+            ServerTls(config.server.tls, self.metrics, alpn=("h2", "http/1.1") if config.server.http2 else ())
+            if config.server.tls is not None
+            else None
+        )
         self._listeners: list[tuple[asyncio.AbstractServer, Edge]] = []  # proxy, then authz when on
         self._admin_runner: web.ServerRunner | None = None
         self.proxy_port = 0
@@ -148,8 +153,10 @@ class GatewayProcess:
 
         edge = Edge(handler, record_refused, _limits(cfg), self.metrics)
         edge.start()
+        # server.http2: each connection's protocol is chosen by ALPN or its first bytes (http2.Negotiate).
+        protocol = Negotiate if cfg.server.http2 and listener is Listener.PROXY else Http1Connection
         server = await asyncio.get_running_loop().create_server(
-            lambda: Http1Connection(edge), _listen_socket_host(listen), listen.port,
+            lambda: protocol(edge), _listen_socket_host(listen), listen.port,
             reuse_port=shared or None, backlog=1024, ssl=ssl_context,
         )
         self._listeners.append((server, edge))

@@ -146,10 +146,12 @@ def _paths(cfg: TlsConfig) -> tuple[str, ...]:
 class ServerTls:
     """The proxy port's TLS: a listening context that hands each new handshake the newest good context."""
 
-    def __init__(self, cfg: TlsConfig, events: TlsEvents) -> None:
+    def __init__(self, cfg: TlsConfig, events: TlsEvents, alpn: tuple[str, ...] = ()) -> None:
         self._events = events
+        self._alpn = alpn  # offered on every context: the one the handshake ends on answers ALPN
         stamps = self._stamps(cfg)
-        self.current, not_after = build_context(cfg)  # at start a bad file is fatal (the config check reports it first)
+        self.current, not_after = build_context(cfg)
+        self._offer_alpn(self.current)  # at start a bad file is fatal (the config check reports it first)
         events.tls_certificate(not_after)
         self._tried = stamps  # the last file state we tried, good or bad: a bad one is reported once
         self._wanted = cfg
@@ -164,6 +166,10 @@ class ServerTls:
         # One certificate for every name (no SNI selection): only the newest context matters.
         if connection.context is not self.current:
             connection.context = self.current
+
+    def _offer_alpn(self, ctx: ssl.SSLContext) -> None:
+        if self._alpn:
+            ctx.set_alpn_protocols(list(self._alpn))  # RFC 7301; "h2" first when server.http2 is on
 
     def _stamps(self, cfg: TlsConfig) -> tuple[StatSignature | None, ...]:
         return tuple(stat_signature(path) for path in _paths(cfg))
@@ -199,6 +205,7 @@ class ServerTls:
         if self._stamps(cfg) != stamps:
             return False  # cert and key may come from two different generations: read again next poll
         self._tried = stamps
+        self._offer_alpn(ctx)
         self.listening.minimum_version = ctx.minimum_version
         self.listening.verify_mode = ctx.verify_mode
         self.current = ctx

@@ -14,7 +14,7 @@ ROOT = Path(gateway.__file__).parent
 MODULES = sorted(p for p in ROOT.rglob("*.py"))
 # The modules that talk HTTP: the server edge, the upstream client, the key fetcher.
 AIOHTTP_ALLOWED = {
-    "server", "edge", "http1", "handler", "forward", "admin", "local_reply", "jwks_fetch", "keystore", "demo", "decision",
+    "server", "edge", "http1", "http2", "handler", "forward", "admin", "local_reply", "jwks_fetch", "keystore", "demo", "decision",
 }
 
 
@@ -49,6 +49,12 @@ def test_aiohttp_only_at_the_edges(path: Path) -> None:
     if uses:
         # extract and asked take multidict's header types, nothing more.
         assert path.stem in AIOHTTP_ALLOWED or path.stem in ("extract", "asked"), _name(path)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=_name)
+def test_h2_only_in_the_http2_protocols(path: Path) -> None:
+    uses = any(n.split(".")[0] in ("h2", "hpack", "hyperframe") for n in _imports(path))
+    assert not uses or path.stem in ("http2", "upstream_h2", "hpack_cache", "h2_io"), _name(path)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=_name)

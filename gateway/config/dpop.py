@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,18 +16,8 @@ _DPOP_MODES = ("off", "optional", "required")
 def _read_origin(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> None:
     if "public_origin" in m and (origin := _public_origin(r, m["public_origin"])) is not None:
         kw["public_origin"] = origin
-    if "trusted_proxies" in m:
-
-        def cidr(item: At, text: str) -> bool:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                r.error(item, f"{text!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)")
-                return False
-            return True
-
-        if (cidrs := r.strings(m["trusted_proxies"], what="CIDR", check=cidr)) is not None:
-            kw["trusted_proxies"] = cidrs
+    if "trusted_proxies" in m and (cidrs := r.networks(m["trusted_proxies"])) is not None:
+        kw["trusted_proxies"] = cidrs
 
 
 def _public_origin(r: Reader, at: At) -> tuple[str, str] | None:

@@ -105,6 +105,7 @@ class ServerConfig:
     idle_timeout: float = 60.0  # a connection waiting that long with nothing of a next request is closed
     max_connections: int = 10000  # beyond it a new connection is closed at once
     max_inflight: int = 0  # >0: beyond it a request gets 503 + Retry-After at once; 0 = no limit
+    http2: bool = False  # accept HTTP/2: h2c with prior knowledge on plain TCP, ALPN h2 under TLS
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class UpstreamConfig:
     url: str = "http://127.0.0.1:8000"
     connect_timeout: float = 2.0
     timeout: float = 30.0
+    protocol: Literal["http1", "h2c"] = "http1"  # h2c: HTTP/2 without TLS (gRPC services need it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ a feature by listing one more block.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import re
@@ -270,6 +271,19 @@ class Reader:
             seen[key] = item.line
             out.append(value)
         return tuple(out) if ok else None
+
+    def networks(self, at: At) -> tuple[str, ...] | None:
+        """A non-empty list of IP addresses or CIDRs (host bits clear), as written."""
+
+        def check(item: At, text: str) -> bool:
+            try:
+                ipaddress.ip_network(text, strict=True)
+            except ValueError as exc:
+                self.error(item, f"{text!r} is not an IP address or CIDR, e.g. 10.0.0.0/8 ({exc})")
+                return False
+            return True
+
+        return self.strings(at, what="peer address or CIDR", check=check)
 
     def plain(self, at: At) -> Any:
         """The JSON-compatible copy of a YAML value (dict/list/str/int/float/bool/None)."""

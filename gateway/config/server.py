@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway.config.authz import AUTHZ_BLOCK
 from gateway.config.dpop import SERVER_DPOP_BLOCK
+from gateway.config.http2 import SERVER_HTTP2_BLOCK
 from gateway.config.model import ServerConfig
 from gateway.config.reader import At, Block, Reader, same_socket
 from gateway.config.tls import TLS_BLOCKS
@@ -65,6 +66,7 @@ SERVER_BLOCKS: tuple[Block, ...] = (
     *TLS_BLOCKS,
     AUTHZ_BLOCK,
     Block(("header_timeout", "idle_timeout", "max_connections", "max_inflight"), _read_limits),
+    SERVER_HTTP2_BLOCK,
     SERVER_DPOP_BLOCK,
 )
 

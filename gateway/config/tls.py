@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from gateway.config.model import ForwardedClientCertConfig, TlsConfig
@@ -59,14 +58,7 @@ def parse_forwarded_client_cert(r: Reader, at: At) -> ForwardedClientCertConfig 
     m = r.mapping(at, _XFCC_KEYS, required=("trusted_peers",))
     if m is None or "trusted_peers" not in m:
         return None
-    networks: list[str] = []
-    for item in r.seq(m["trusted_peers"], what="peer address or CIDR") or ():
-        if (text := r.string(item)) is None:
-            continue
-        try:
-            networks.append(str(ipaddress.ip_network(text, strict=True)))
-        except ValueError as exc:
-            r.error(item, f"{text!r} is not an IP address or CIDR ({exc})")
+    networks = r.networks(m["trusted_peers"])
     kw: dict[str, Any] = {}
     if "header" in m and (header := r.string(m["header"])) is not None:
         if not is_token(header):
@@ -74,7 +66,7 @@ def parse_forwarded_client_cert(r: Reader, at: At) -> ForwardedClientCertConfig 
         kw["header"] = header
     if not networks:
         return None
-    return ForwardedClientCertConfig(trusted_peers=tuple(networks), **kw)
+    return ForwardedClientCertConfig(trusted_peers=networks, **kw)
 
 
 TLS_BLOCKS: tuple[Block, ...] = (

@@ -94,7 +94,7 @@ def xfcc(*lines: str) -> str:
 def test_forwarded_client_cert() -> None:
     cfg = parse(xfcc('trusted_peers: ["10.0.0.0/8", "::1"]'))
     assert cfg.server.forwarded_client_cert is not None
-    assert cfg.server.forwarded_client_cert.trusted_peers == ("10.0.0.0/8", "::1/128")
+    assert cfg.server.forwarded_client_cert.trusted_peers == ("10.0.0.0/8", "::1")
     assert cfg.server.forwarded_client_cert.header == "x-forwarded-client-cert"
     assert parse("server: {}\n").server.forwarded_client_cert is None  # never believed by default
 

@@ -127,6 +127,51 @@ async def test_backoff_doubles_and_is_capped(server: JwksServer, make_store: Mak
     assert short._next_delay(FetchResult.TIMEOUT) == 5
 
 
+@pytest.mark.parametrize(("min_refresh", "expected"), [(30, [150, 300, 600, 600, 600]), (200, [200, 400, 600, 600, 600])])
+async def test_backoff_while_serving_a_stale_set_starts_at_a_quarter_interval_and_caps_at_it(
+    server: JwksServer, make_store: MakeStore, events: RecordingEvents, min_refresh: float, expected: list[float]
+) -> None:
+    # An IdP outage must not turn a fleet's one request per refresh_interval into one a minute.
+    store = make_store([issuer_config(server.jwks_url, refresh_interval=600, min_refresh_interval=min_refresh)])
+    await store.start()
+    await _ready(store, events)
+    issuer = store.get("corp")
+    delays = []
+    for failures in range(1, 6):
+        issuer._failures = failures
+        delays.append(issuer._next_delay(FetchResult.UNREACHABLE))
+    assert delays == expected
+
+
+@pytest.mark.parametrize(("draw", "expected"), [(0.0, 0.01), (0.5, 300.0), (1.0, 600.0)])
+async def test_first_refresh_takes_a_random_phase_within_the_interval(
+    server: JwksServer, make_store: MakeStore, draw: float, expected: float
+) -> None:
+    # A fleet started at once spreads its refreshes over the whole interval, not a ±10% band.
+    issuer = make_store([issuer_config(server.jwks_url, refresh_interval=600)], random=lambda: draw).get("corp")
+    assert issuer._next_delay(FetchResult.OK, first=True) == pytest.approx(expected)
+    assert issuer._next_delay(FetchResult.OK) == pytest.approx(600 * (0.9 + 0.2 * draw))
+
+
+async def test_the_refresh_loop_draws_the_phase_once(
+    server: JwksServer, make_store: MakeStore, events: RecordingEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store([issuer_config(server.jwks_url, refresh_interval=0.02, min_refresh_interval=0.02)])
+    issuer = store.get("corp")
+    calls: list[tuple[str, bool]] = []
+    real = issuer._next_delay
+
+    def recording(result: FetchResult, *, first: bool = False) -> float:
+        calls.append((str(result), first))
+        return real(result, first=first)
+
+    monkeypatch.setattr(issuer, "_next_delay", recording)
+    await store.start()
+    await events.wait_for(lambda: len(events.results()) >= 3)
+    assert calls[0] == ("ok", True)
+    assert all(not first for _, first in calls[1:])
+
+
 @pytest.mark.parametrize(
     ("max_age", "expected"), [(None, 600.0), (120.0, 120.0), (5.0, 30.0), (10**6, 600.0)], ids=["none", "inside", "below-min", "above-max"]
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -189,3 +190,14 @@ async def test_client_leaving_mid_download_is_499_not_an_error(
     await wait_for(lambda: 'code="499"' in gateway.metrics.exposition().decode(), timeout=5)
     await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_more_than_a_hundred_websockets_at_once(gateway: GatewayProcess, issuer: Issuer) -> None:
+    # Found by the soak: the upstream WebSocket client had aiohttp's default pool of
+    # 100 connections, so the 101st concurrent WebSocket waited for a slot and got 504.
+    headers = {"Authorization": f"Bearer {issuer.token()}"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http, contextlib.AsyncExitStack() as stack:
+        for _ in range(105):
+            ws = await stack.enter_async_context(http.ws_connect(url(gateway, "/ws"), headers=headers))
+            assert json.loads(await ws.receive_str(timeout=5)) == {"x-user-id": "alice"}

@@ -1,0 +1,1 @@
+"""Coverage-guided fuzz targets (atheris): one module per input surface, each asserting its invariant."""
