@@ -8,6 +8,7 @@ only waits for children and forwards SIGTERM, SIGINT and SIGHUP.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -18,8 +19,9 @@ from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger("gateway.supervisor")
-RESPAWN_DELAY = 1.0
-_FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # a worker that dies at once is not restarted in a tight loop
+RESPAWN_DELAY = 1.0  # a worker that dies at once is not restarted in a tight loop
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 class Supervisor:
@@ -65,10 +67,12 @@ class Supervisor:
         # Signals wait while forking: a SIGTERM landing between fork and the child's reset
         # would run the supervisor's handler in the child, and the child would live on.
         signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: default signal handling, then a whole gateway
             for sig in _FORWARDED:
                 signal.signal(sig, signal.SIG_DFL)
+            _stop_with_parent(supervisor)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
             code = 1
             try:
@@ -91,6 +95,17 @@ class Supervisor:
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self._forward(signal.SIGHUP)
+
+
+def _stop_with_parent(supervisor: int) -> None:
+    """A worker gets SIGTERM (and drains) when its supervisor dies, even by SIGKILL: never an orphan holding the ports."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM forwarding still holds
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _mark_dead(pid: int) -> None:

@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.proxy.conftest import BASE_CONFIG
@@ -52,3 +53,26 @@ async def test_two_workers_share_ports_and_metrics(tmp_path: Path, issuer: Issue
         await asyncio.sleep(0)
     finally:
         proc.kill()
+
+
+async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, issuer: Issuer, upstream: Upstream) -> None:
+    """SIGKILL leaves the supervisor no chance to forward anything: the workers still stop, and free the ports."""
+    proc, port, _ = await start_workers(tmp_path, BASE_CONFIG, issuer, upstream)
+    assert proc.proc is not None
+    workers = children(proc.proc.pid)
+    assert len(workers) == 2
+    proc.kill()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie is gone too (its parent, the killed supervisor, no longer reaps it; init does).
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+    await wait_for(lambda: all(gone(pid) for pid in workers), timeout=10)
+    with pytest.raises(OSError):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
