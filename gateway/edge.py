@@ -13,6 +13,7 @@ keeping a timer per connection.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -129,6 +130,12 @@ class Connection(Protocol):
     def abort(self) -> None: ...
 
 
+def peer_address(transport: asyncio.BaseTransport) -> str | None:
+    """The client's IP address as the socket reports it (None on a Unix socket)."""
+    peer = transport.get_extra_info("peername")
+    return peer[0] if isinstance(peer, tuple) else None
+
+
 class Edge:
     """One listener's shared state: the handler, limits, open connections, in-flight count, metrics."""
 
@@ -153,13 +160,18 @@ class Edge:
         interval = min(SWEEP_MAX_SECONDS, self.limits.header_timeout / 10, self.limits.idle_timeout / 10)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(max(interval, 0.01)))
 
-    def admit(self, conn: Connection) -> bool:
-        """A new connection: counted and kept, or refused (the caller closes it) beyond max_connections."""
+    def accept(self, conn: Connection, transport: asyncio.Transport) -> bool:
+        """A new connection: counted and set up (no Nagle delay), or refused beyond max_connections
+        (aborted here, without a FIN handshake's worth of state)."""
         if self.draining or len(self.connections) >= self.limits.max_connections:
             self._rejected["max_connections"].inc()
+            transport.abort()
             return False
         self.connections.add(conn)
         self.metrics.open_connections.inc()
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return True
 
     def release(self, conn: Connection) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from typing import Any, cast
 
@@ -34,7 +33,7 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
-from gateway.edge import Edge
+from gateway.edge import Edge, peer_address
 from gateway.local_reply import Decision, LocalReply, reply
 
 log = logging.getLogger("gateway.edge")
@@ -84,15 +83,10 @@ class Http1Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        if not self._edge.admit(self):
+        if not self._edge.accept(self, transport):
             self._state = _CLOSED
-            transport.abort()  # at once, without a FIN handshake's worth of state
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.peer = peer_address(transport)
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         max_header_bytes = self._edge.limits.max_header_bytes

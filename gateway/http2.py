@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections import deque
 from typing import Any, cast
 
@@ -48,7 +47,7 @@ from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import hpack_cache
-from gateway.edge import Edge
+from gateway.edge import Edge, peer_address
 from gateway.grpc import is_grpc
 from gateway.h2_io import H2Endpoint
 from gateway.http1 import Http1Connection
@@ -97,15 +96,10 @@ class Http2Connection(H2Endpoint):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
-        if not self._edge.admit(self):
+        if not self._edge.accept(self, transport):
             self.closed = True
-            transport.abort()
             return
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self.peer = peer_address(transport)
         if transport.get_extra_info("sslcontext") is not None:
             self.scheme = "https"
         h2 = self._h2
