@@ -158,6 +158,8 @@ class GatewayProcess:
         server = await asyncio.get_running_loop().create_server(
             lambda: protocol(edge), _listen_socket_host(listen), listen.port,
             reuse_port=shared or None, backlog=1024, ssl=ssl_context,
+            # A TLS handshake is part of the request head's time: a client that stalls it is slowloris too.
+            ssl_handshake_timeout=cfg.server.header_timeout if ssl_context is not None else None,
         )
         self._listeners.append((server, edge))
         return int(server.sockets[0].getsockname()[1])

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -210,3 +211,16 @@ async def test_bound_token_is_refused_on_the_decision_port(
     # The proxy port, same peer, same header: the binding holds.
     async with http.get(url(gw, "/api/x"), headers={**bearer(bound_token(issuer, pki.client)), "X-Forwarded-Client-Cert": xfcc(pki.client)}) as resp:
         assert resp.status == 200
+
+
+async def test_a_stalled_tls_handshake_is_closed_after_header_timeout(make_gateway: GatewayFactory, pki: Pki) -> None:
+    """A client that connects to the TLS port and never completes the handshake holds it no longer than a slow head."""
+    text = with_tls(tls_block("optional")).replace("  max_token_bytes: 4096\n", "  max_token_bytes: 4096\n  header_timeout: 300ms\n")
+    gateway = await make_gateway(text)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(b"\x16\x03\x01")  # the first bytes of a ClientHello, and nothing more
+    await writer.drain()
+    started = time.monotonic()
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert data == b"" and time.monotonic() - started < 5
