@@ -58,14 +58,16 @@ bench-tls: $(STAMP)
 
 # Coverage-guided fuzzing (atheris, a binary wheel from PyPI: no compiler needed):
 # every target in fuzz/ for FUZZ_SECONDS each; findings land in fuzz/.work/.
+# FUZZ_SEED fixes libFuzzer's seed (CI), so a short run is repeatable.
 FUZZ_SECONDS ?= 60
+FUZZ_SEED ?=
 FUZZ_STAMP := $(VENV)/.fuzz-installed
 $(FUZZ_STAMP): $(STAMP)
 	$(BIN)/pip install -q atheris
 	touch $(FUZZ_STAMP)
 
 fuzz: $(FUZZ_STAMP)
-	$(BIN)/python -m fuzz run --seconds $(FUZZ_SECONDS)
+	$(BIN)/python -m fuzz run --seconds $(FUZZ_SECONDS) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # matplotlib draws the soak and fleet plots; a bench-only dependency, never a runtime one.
 PLOT_STAMP := $(VENV)/.plot-installed

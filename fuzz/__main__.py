@@ -39,7 +39,7 @@ def one(name: str, args: list[str]) -> None:
     main(f"fuzz.{name}", TARGETS[name])
 
 
-def run(names: list[str], seconds: int) -> int:
+def run(names: list[str], seconds: int, seed: int | None = None) -> int:
     WORK.mkdir(exist_ok=True)
     rows = []
     for name in names:
@@ -50,6 +50,8 @@ def run(names: list[str], seconds: int) -> int:
             f"-max_total_time={seconds}", "-print_final_stats=1", "-timeout=30", "-rss_limit_mb=3072",
             f"-artifact_prefix={WORK}/crash-{name}-", "-max_len=8192",
         ]  # fmt: skip
+        if seed is not None:  # CI: the same mutations every run, so a red run is a real finding to replay
+            cmd.append(f"-seed={seed}")
         print(f"fuzz: {name} for {seconds}s", file=sys.stderr, flush=True)
         started = time.monotonic()
         proc = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True, errors="replace", check=False)
@@ -79,6 +81,7 @@ def _main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="every (or the named) target for --seconds each")
     p_run.add_argument("--seconds", type=int, default=60)
+    p_run.add_argument("--seed", type=int, default=None, help="libFuzzer's random seed (default: a new one each run)")
     p_run.add_argument("targets", nargs="*", help=f"any of {', '.join(TARGETS)} (default: all)")
     p_one = sub.add_parser("one", help="one target in this process; the rest goes to libFuzzer")
     p_one.add_argument("target", choices=list(TARGETS))
@@ -90,7 +93,7 @@ def _main() -> int:
     unknown = set(ns.targets) - set(TARGETS)
     if unknown:
         parser.error(f"unknown target(s): {', '.join(sorted(unknown))}")
-    return run(ns.targets or list(TARGETS), ns.seconds)
+    return run(ns.targets or list(TARGETS), ns.seconds, ns.seed)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ known issuers, min_refresh_interval <= refresh_interval, unique route names).
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from gateway.config.errors import ConfigInvalid
 from gateway.config.load import parse_config
 from gateway.config.model import GatewayConfig
 
+_YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 SECRET = "fuzz-env-secret-value-0123456789abcdef-XYZ"
 ENVIRON = {"HS_SECRET": SECRET}
 _BASE = Path(tempfile.mkdtemp(prefix="fuzz-config-"))
@@ -34,7 +36,9 @@ def check(data: bytes) -> None:
         config = parse_config(text, source="fuzz.yaml", base_dir=_BASE, environ=ENVIRON)
     except ConfigInvalid as exc:
         assert exc.issues, "ConfigInvalid without an issue"
-        last_line = text.count("\n") + 2  # a problem at the end of the stream may name the line after it
+        # Lines as YAML counts them (a lone CR, NEL, LS and PS break lines too, YAML 1.1 §5.4);
+        # a problem at the end of the stream may name the line after the last.
+        last_line = len(_YAML_BREAK.findall(text)) + 2
         for issue in exc.issues:
             assert issue.line is not None, f"an issue without a line: {issue.path}: {issue.message}"
             assert 1 <= issue.line <= last_line, f"issue line {issue.line} outside the document"
