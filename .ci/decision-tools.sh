@@ -9,21 +9,12 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${E2E_VENV:-.venv-e2e}
 ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
+. .ci/apt.sh
 
 need_apt=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_apt+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "decision-tools: apt-get install ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # The package must not start nginx as a system service: the tests start their own.
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+apt_install decision-tools "${need_apt[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 "$NGINX" -V 2>&1 | grep -q -- --with-http_auth_request_module \
     || { echo "decision-tools: $NGINX lacks auth_request" >&2; exit 2; }

@@ -12,23 +12,14 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${DEPLOY_VENV:-.venv-deploy}
 REQS=deploy/tools-requirements.txt
+. .ci/apt.sh
 
 # --- Debian packages -------------------------------------------------------
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "deploy-tools: apt-get install ${need_apt[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # --no-install-recommends: promtool is all we need from the prometheus package; no service is started
-    # (policy-rc.d keeps the package's init scripts from starting a server on this machine).
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    fi
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+# promtool is all we need from the prometheus package; no service is started.
+apt_install deploy-tools "${need_apt[@]}"
 
 # --- Python tools in their own venv -----------------------------------------
 stamp="$VENV/.installed-$(sha256sum "$REQS" | cut -c1-16)"
