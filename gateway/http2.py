@@ -13,9 +13,12 @@ path's tasks (a reset stream's task still counts until it has ended); a field li
 longer than server.max_header_bytes is 431 like HTTP/1.1, and a whole header list
 past the advertised SETTINGS_MAX_HEADER_LIST_SIZE ends the connection (the HPACK
 state cannot be kept); header blocks split over more than h2's 64 CONTINUATION
-frames end it (CONTINUATION flood); clients resetting streams faster than
-RESET_BUDGET a second (rapid reset, CVE-2023-44487) or sending more than
-CONTROL_BUDGET SETTINGS or PING frames a second get GOAWAY ENHANCE_YOUR_CALM.
+frames end it (CONTINUATION flood); clients resetting streams before their answer
+faster than RESET_BUDGET a second, or more than RESET_BUDGET times in all when
+that is over half the streams they opened (rapid reset, CVE-2023-44487; the
+second rule, Envoy's "premature reset" ratio, holds however slowly we read), or
+sending more than CONTROL_BUDGET SETTINGS or PING frames a second get GOAWAY
+ENHANCE_YOUR_CALM.
 Request bodies are acknowledged (WINDOW_UPDATE) only as the request path reads them,
 so what one connection buffers is bounded by its flow-control window.
 """
@@ -89,7 +92,8 @@ class Http2Connection(H2Endpoint):
         self._draining = False  # GOAWAY sent: no new streams; close once the open ones are answered
         self._since = 0.0  # when the connection last had no stream open
         self._window_start = 0.0
-        self._resets = self._pings = self._settings = 0
+        self._resets = self._pings = self._settings = 0  # within the current second
+        self._streams_opened = self._early_resets = 0  # over the connection's life
         self._errors = {reason: edge.metrics.http2_errors.labels(reason) for reason in ERROR_REASONS}
 
     # -- asyncio callbacks -------------------------------------------------------------------
@@ -223,6 +227,7 @@ class Http2Connection(H2Endpoint):
 
     def _open_stream(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
+        self._streams_opened += 1
         if self._draining or self._tasks >= MAX_CONCURRENT_STREAMS:
             # h2 already bounds open streams; this bounds the work of reset ones still winding down.
             self._send_reset(stream_id, ErrorCodes.REFUSED_STREAM)
@@ -235,11 +240,16 @@ class Http2Connection(H2Endpoint):
         if refused is not None:  # answered here: the request path never sees it
             self._edge.record_refused(refused)
             local = reply(refused, "-")
-            stream.send_local(local.for_grpc() if is_grpc(stream.headers) else local)
+            try:
+                stream.send_local(local.for_grpc() if is_grpc(stream.headers) else local)
+            except H2Error:
+                pass  # a later frame of the same read already reset the stream: no one to answer
             self._forget(stream)
             return
         self._tasks += 1
         stream.task = self._loop.create_task(self._serve(stream))
+        # A done callback, not a `finally`: a task cancelled before its first step never runs its body.
+        stream.task.add_done_callback(lambda _: self._served(stream))
 
     async def _serve(self, stream: Http2Stream) -> None:
         try:
@@ -253,12 +263,13 @@ class Http2Connection(H2Endpoint):
                     stream.send_local(reply(Decision.INTERNAL_ERROR, "-"))
                 except (H2Error, ConnectionError):
                     pass  # the stream could take no answer: reset below
-        finally:
-            self._edge.end_request()
-            self._tasks -= 1
-            if not stream.response_done and not stream.reset:
-                stream.abort()  # never let a truncated answer look complete
-            self._forget(stream)
+
+    def _served(self, stream: Http2Stream) -> None:
+        self._edge.end_request()
+        self._tasks -= 1
+        if not stream.response_done and not stream.reset:
+            stream.abort()  # never let a truncated answer look complete
+        self._forget(stream)
 
     def _forget(self, stream: Http2Stream) -> None:
         """The answer is complete: a body the client is still sending is not wanted (RFC 9113 §8.1)."""
@@ -278,6 +289,7 @@ class Http2Connection(H2Endpoint):
         stream = self._streams.pop(stream_id, None)
         if stream is None or not stream.response_done:
             self._resets += 1  # a stream cancelled before its answer (refused ones too): rapid reset's shape
+            self._early_resets += 1
         if stream is None:
             return
         self._forget_window(stream_id)
@@ -287,8 +299,9 @@ class Http2Connection(H2Endpoint):
             self._since = self._loop.time()
 
     def _within_budgets(self) -> bool:
-        """The flood shapes: too many resets, SETTINGS or PINGs within a second end the connection."""
-        if self._resets > RESET_BUDGET:
+        """The flood shapes: too many resets, SETTINGS or PINGs within a second, or a life of mostly resets, end it."""
+        mostly_reset = self._early_resets > RESET_BUDGET and 2 * self._early_resets > self._streams_opened
+        if self._resets > RESET_BUDGET or mostly_reset:
             self._fail("rapid_reset", ErrorCodes.ENHANCE_YOUR_CALM)
         elif self._settings > CONTROL_BUDGET:
             self._fail("settings_flood", ErrorCodes.ENHANCE_YOUR_CALM)

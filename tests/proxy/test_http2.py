@@ -165,6 +165,69 @@ async def test_rapid_reset_ends_the_connection_and_others_are_served(
         await bystander.close()
 
 
+async def test_streams_reset_before_their_work_began_give_their_admission_back(
+    make_gateway: GatewayFactory, issuer: Issuer
+) -> None:
+    """A stream opened and reset in one read is cancelled before its task ever ran: its place under
+    server.max_inflight (and the connection's task cap) must still be given back, or resets would leak it."""
+    gateway = await make_gateway(HTTP2_CONFIG.replace("  http2: true\n", "  http2: true\n  max_inflight: 20\n"))
+    token = issuer.token()
+    attacker = await H2Client.connect(gateway.proxy_port)
+    try:
+        for _ in range(RESET_BUDGET // 2):  # under every reset budget: the connection stays open
+            attacker.h2.reset_stream(attacker.start("GET", "/slow?delay=5", _bearer(token), port=gateway.proxy_port))
+        attacker.flush()
+        # The cancelled tasks end a loop turn or two later; until then they hold their places.
+        for _ in range(100):
+            if (await attacker.request("GET", "/api/x", _bearer(token), port=gateway.proxy_port)).status == 200:
+                break
+            await asyncio.sleep(0.05)
+        answers = await asyncio.gather(*(
+            attacker.request("GET", "/api/x", _bearer(token), port=gateway.proxy_port) for _ in range(15)
+        ))
+        assert [a.status for a in answers] == [200] * 15
+    finally:
+        await attacker.close()
+
+
+async def test_a_slow_rapid_reset_is_caught_by_its_share_of_resets(gateway: GatewayProcess, issuer: Issuer) -> None:
+    """Batches of resets that never reach RESET_BUDGET within one second: the connection is still ended once
+    more than RESET_BUDGET of its streams, and over half of all it opened, were reset before their answer."""
+    attacker = await H2Client.connect(gateway.proxy_port)
+    token = issuer.token()
+    batch = RESET_BUDGET // 2
+    try:
+        for _ in range(3):
+            for _ in range(batch):
+                attacker.h2.reset_stream(attacker.start("GET", "/slow?delay=5", _bearer(token), port=gateway.proxy_port))
+            attacker.flush()
+            if attacker.closed.is_set():
+                break
+            await asyncio.sleep(1.1)  # a fresh one-second window for the next batch
+        await asyncio.wait_for(attacker.closed.wait(), 5)
+        assert attacker.goaway is not None and attacker.goaway.error_code == 0xB  # ENHANCE_YOUR_CALM
+        assert _errors(gateway, "rapid_reset") == 1
+    finally:
+        await attacker.close()
+
+
+async def test_a_client_that_cancels_some_streams_is_not_cut_off(gateway: GatewayProcess, issuer: Issuer) -> None:
+    """More resets in all than RESET_BUDGET, but no more than the answered streams: an ordinary client's life."""
+    client = await H2Client.connect(gateway.proxy_port)
+    token = issuer.token()
+    try:
+        for _ in range(RESET_BUDGET + 20):
+            assert (await client.request("GET", "/api/x", _bearer(token), port=gateway.proxy_port)).status == 200
+            client.h2.reset_stream(client.start("GET", "/slow?delay=5", _bearer(token), port=gateway.proxy_port))
+            client.flush()
+            await asyncio.sleep(0.01)  # well under RESET_BUDGET resets a second
+        assert (await client.request("GET", "/api/x", _bearer(token), port=gateway.proxy_port)).status == 200
+        assert not client.closed.is_set() and client.goaway is None
+        assert _errors(gateway, "rapid_reset") == 0
+    finally:
+        await client.close()
+
+
 async def test_continuation_flood_ends_the_connection(gateway: GatewayProcess, client: H2Client) -> None:
     assert client.writer is not None
     headers = HeadersFrame(1)
