@@ -67,9 +67,13 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, issuer
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
-        # A zombie is gone too (its parent, the killed supervisor, no longer reaps it; init does).
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        # A zombie is gone too (its parent, the killed supervisor, no longer reaps it; init does,
+        # perhaps right between the kill above and this read).
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
 
     await wait_for(lambda: all(gone(pid) for pid in workers), timeout=10)
     # Nothing listens on the proxy port any more (read from the kernel's table: a test connect
