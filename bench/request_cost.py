@@ -5,6 +5,7 @@ child processes, so the CPU time measured here is the gateway's alone.
 
     .venv/bin/python bench/request_cost.py [--requests 20000] [--profile]
     .venv/bin/python bench/request_cost.py --dpop [--rounds 3]   # Bearer vs DPoP, interleaved on one gateway
+    .venv/bin/python bench/request_cost.py --no-cache --alg ES256  # the token signed with P-256 instead of RSA
 
 With --dpop the issuer has `dpop: {mode: optional}` and two loads alternate on the same
 gateway: a plain Bearer token, and a token bound to an ES256 client key (cnf.jkt) sent
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -93,10 +94,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def b64(n: int) -> str:
+def b64(n: int, size: int = 0) -> str:
     import base64
 
-    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(n.to_bytes(size or (n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
 
 
 async def _timed_load(url: str, token: str, requests: int, expect: str, headers_file: Path | None) -> dict[str, float]:
@@ -124,12 +125,20 @@ def _proof_file(tmp: Path, client: DpopKey, url: str, token: str, requests: int)
 
 
 async def measure(
-    requests: int, profile: bool, invalid: bool, no_cache: bool, dpop: bool = False, rounds: int = 3
+    requests: int, profile: bool, invalid: bool, no_cache: bool, dpop: bool = False, rounds: int = 3,
+    alg: str = "RS256",
 ) -> dict[str, Any]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pub = key.public_key().public_numbers()
+    key: Any
+    if alg == "ES256":
+        key = ec.generate_private_key(ec.SECP256R1())
+        point = key.public_key().public_numbers()
+        jwk = {"kty": "EC", "crv": "P-256", "kid": "k", "x": b64(point.x, 32), "y": b64(point.y, 32)}
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pub = key.public_key().public_numbers()
+        jwk = {"kty": "RSA", "kid": "k", "n": b64(pub.n), "e": b64(pub.e)}
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "jwks.json").write_text(json.dumps({"keys": [{"kty": "RSA", "kid": "k", "n": b64(pub.n), "e": b64(pub.e)}]}))
+    (tmp / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
     up_port, port, admin_port = free_port(), free_port(), free_port()
     (tmp / "gw.yaml").write_text(
         textwrap.dedent(
@@ -140,7 +149,7 @@ async def measure(
               - name: bench
                 issuer: "https://issuer.bench/"
                 audiences: [bench]
-                algorithms: [RS256]
+                algorithms: [{alg}]
                 jwks: {{file: jwks.json}}
                 dpop: {{mode: {"optional" if dpop else "off"}, algorithms: [ES256]}}
             forward:
@@ -157,7 +166,7 @@ async def measure(
     now = int(time.time())
     token = jwt.encode(
         {"iss": "https://issuer.bench/", "aud": "bench", "sub": "u1", "iat": now, "exp": now + 3600},
-        key, algorithm="RS256", headers={"kid": "k"},
+        key, algorithm=alg, headers={"kid": "k"},
     )
     expect = "200"
     if invalid:  # the 401 path: a corrupted signature, verified (and refused) on every request
@@ -168,7 +177,7 @@ async def measure(
     bound = jwt.encode(
         {"iss": "https://issuer.bench/", "aud": "bench", "sub": "u1", "iat": now, "exp": now + 3600,
          "cnf": {"jkt": client.jkt}},
-        key, algorithm="RS256", headers={"kid": "k"},
+        key, algorithm=alg, headers={"kid": "k"},
     )
     upstream = subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)])
     process = GatewayProcess(load_config(tmp / "gw.yaml"))
@@ -227,11 +236,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--invalid", action="store_true", help="the 401 path: a token with a corrupted signature")
     parser.add_argument("--no-cache", action="store_true", help="verdict cache off: every request verifies")
+    parser.add_argument("--alg", choices=("RS256", "ES256"), default="RS256", help="the token's algorithm")
     args = parser.parse_args()
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    result = asyncio.run(measure(args.requests, args.profile, args.invalid, args.no_cache, args.dpop, args.rounds))
+    result = asyncio.run(measure(args.requests, args.profile, args.invalid, args.no_cache, args.dpop, args.rounds, args.alg))
     print(json.dumps(result, indent=2))
 
 
