@@ -6,19 +6,24 @@ through the same object. The protocol knows nothing of tokens; the request path
 knows nothing of framing. Both share one `Edge` per listener: it admits or
 refuses connections (server.max_connections), admits or sheds requests
 (server.max_inflight), and sweeps every open connection once in a while for the
-head and idle deadlines (server.header_timeout, server.idle_timeout) instead of
-keeping a timer per connection.
+head and idle deadlines (server.header_timeout, server.idle_timeout) and for
+waits on a client that no longer moves (server.send_timeout: a response it does
+not take; server.body_timeout: a request body it does not send) instead of
+keeping a timer per connection or per write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import struct
+import termios
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from multidict import CIMultiDictProxy
 
@@ -75,6 +80,9 @@ class ServerRequest(Protocol):
     def has_body(self) -> bool: ...
     @property
     def response_started(self) -> bool: ...
+    @property
+    def expired(self) -> Deadline | None:
+        """The deadline the edge cut this request at (its task is then cancelled); None if it did not."""
 
     def send_local(self, reply: LocalReply) -> None:
         """A reply the gateway writes itself: one write."""
@@ -113,9 +121,60 @@ class Limits:
 
     header_timeout: float = 10.0  # a started request head must be complete by then: 408, close
     idle_timeout: float = 60.0  # a connection waiting for its next request that long is closed
+    send_timeout: float = 60.0  # a response write the client takes no byte of for that long: cut
+    body_timeout: float = 60.0  # no request body byte for that long while the request path awaits one: 408
     max_connections: int = 10000  # beyond it a new connection is closed at once
     max_inflight: int = 0  # >0: beyond it a request gets 503 at once (0: no limit)
     max_header_bytes: int = 16384  # a longer request line or header line gets 431
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """Why the edge cut a request whose client stopped moving, and what the request path still answers."""
+
+    reason: str  # gateway_connections_rejected_total{reason} and the access log's reason
+    answer: Decision | None  # the local reply still owed (nothing of a response sent yet); None: cut, logged 499
+
+
+SEND_TIMEOUT = Deadline("send_timeout", None)  # the client takes nothing: nothing more can reach it
+BODY_TIMEOUT = Deadline("body_timeout", Decision.BODY_TIMEOUT)  # 408, then close (RFC 9110 §15.5.9)
+BODY_TIMEOUT_ANSWERING = Deadline("body_timeout", None)  # the answer had begun: only a cut is left
+
+
+class Stall:
+    """One wait on a client as the sweep sees it: since when it last made progress. A slow client
+    that keeps moving is never cut; only one that stops for the whole timeout is."""
+
+    __slots__ = ("_mark", "_since")
+
+    def __init__(self) -> None:
+        self._mark: tuple[int, int] | None = None
+        self._since = 0.0
+
+    def seconds(self, now: float, done: int, left: int = 0) -> float:
+        """Seconds without progress; progress is `done` changing or `left` dropping below what it was."""
+        mark = self._mark
+        if mark is None or done != mark[0] or left < mark[1]:
+            self._mark, self._since = (done, left), now
+        return now - self._since
+
+    def clear(self) -> None:
+        """The wait ended: the next one is measured from its own start."""
+        self._mark = None
+
+
+def unsent_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes written to the client it has not taken yet: the transport's buffer and, on Linux, the
+    socket's send queue (SIOCOUTQ). Counting the kernel's part makes a slow reader's progress show
+    as it reads, not only once a send buffer of megabytes has drained by a third."""
+    pending = cast(asyncio.WriteTransport, transport).get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            pending += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (OSError, ValueError):
+            pass  # not Linux, or the socket is gone: the transport's buffer alone
+    return pending
 
 
 class Connection(Protocol):
@@ -153,11 +212,13 @@ class Edge:
         self._sweeper: asyncio.Task[None] | None = None
         self._rejected = {
             reason: metrics.connections_rejected.labels(reason)
-            for reason in ("max_connections", "header_timeout", "idle_timeout")
+            for reason in ("max_connections", "header_timeout", "idle_timeout", "send_timeout", "body_timeout")
         }
 
     def start(self) -> None:
-        interval = min(SWEEP_MAX_SECONDS, self.limits.header_timeout / 10, self.limits.idle_timeout / 10)
+        limits = self.limits
+        shortest = min(limits.header_timeout, limits.idle_timeout, limits.send_timeout, limits.body_timeout)
+        interval = min(SWEEP_MAX_SECONDS, shortest / 10)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(max(interval, 0.01)))
 
     def accept(self, conn: Connection, transport: asyncio.Transport) -> bool:

@@ -84,10 +84,10 @@ class Gateway:
         try:
             ex.status = await serve(request, rt, ex)
         except asyncio.CancelledError:
-            ex.status = CLIENT_CLOSED  # the client went away mid-exchange: nothing to answer
+            ex.status = self._gone(request, ex)
             raise
         except ConnectionError:
-            ex.status = CLIENT_CLOSED
+            ex.status = self._gone(request, ex)
         except Exception:
             ex.status = 500  # the server edge answers with our internal_error reply
             ex.decision = Decision.INTERNAL_ERROR
@@ -250,6 +250,17 @@ class Gateway:
     ) -> Refused:
         ex.decision = decision
         return Refused(decision, reason, dpop)
+
+    def _gone(self, request: ServerRequest, ex: Exchange) -> int:
+        """The client went away mid-exchange (499), or stopped moving and the edge cut the request at
+        a deadline (server.send_timeout, server.body_timeout): then the 408 it still owes, if any."""
+        deadline = request.expired
+        if deadline is None:
+            return CLIENT_CLOSED
+        ex.reason = deadline.reason
+        if deadline.answer is None:
+            return CLIENT_CLOSED
+        return self._refuse(request, ex, deadline.answer)
 
     def _refuse(self, request: ServerRequest, ex: Exchange, decision: Decision) -> int:
         ex.decision = decision

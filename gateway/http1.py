@@ -18,7 +18,11 @@ connection: the rest of that body can never be taken for the next request.
 Deadlines are kept by the edge's sweep (edge.Edge), not by timers: a connection
 whose request head has started must complete it within server.header_timeout
 (else 408 and close); one waiting for a request with nothing of it sent is
-closed after server.idle_timeout.
+closed after server.idle_timeout. While the request path waits on the client, the
+sweep watches that it moves: a response write the client takes no byte of for
+server.send_timeout cuts the connection (recorded 499); a request body no byte of
+which arrives for server.body_timeout while the request path awaits it is
+answered 408 (or cut, once the answer has begun), and the connection closes.
 """
 
 from __future__ import annotations
@@ -33,7 +37,16 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from multidict import CIMultiDictProxy
 
-from gateway.edge import Edge, peer_address
+from gateway.edge import (
+    BODY_TIMEOUT,
+    BODY_TIMEOUT_ANSWERING,
+    SEND_TIMEOUT,
+    Deadline,
+    Edge,
+    Stall,
+    peer_address,
+    unsent_bytes,
+)
 from gateway.local_reply import Decision, LocalReply, reply
 
 log = logging.getLogger("gateway.edge")
@@ -57,8 +70,9 @@ class Http1Connection(asyncio.Protocol):
     """One client connection: parse, queue, answer in order, keep alive or close."""
 
     __slots__ = (
-        "_closing", "_drain_waiter", "_edge", "_loop", "_parser", "_queue", "_reading_paused", "_since",
-        "_state", "_task", "_tunnel", "_write_paused", "peer", "scheme", "transport",
+        "_body_stall", "_body_wait", "_closing", "_current", "_drain_waiter", "_edge", "_loop", "_parser", "_queue",
+        "_reading_paused", "_resumes", "_send_stall", "_since", "_state", "_task", "_tunnel", "_write_paused", "peer",
+        "scheme", "transport",
     )
 
     def __init__(self, edge: Edge) -> None:
@@ -75,6 +89,11 @@ class Http1Connection(asyncio.Protocol):
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
+        self._resumes = 0  # resume_writing calls: the client took bytes
+        self._current: Http1Request | None = None  # the request the request path is answering
+        self._body_wait: StreamReader | None = None  # its body, while the request path awaits bytes of it
+        self._send_stall = Stall()
+        self._body_stall = Stall()
         self._tunnel: _Http1Tunnel | None = None
         self.peer: str | None = None
         self.scheme = "http"
@@ -175,6 +194,7 @@ class Http1Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._resumes += 1
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -225,6 +245,38 @@ class Http1Connection(asyncio.Protocol):
         elif state == _IDLE and now - self._since >= self._edge.limits.idle_timeout:
             self._edge.count_expired("idle_timeout")
             self.close()
+        elif state == _BUSY:
+            self._expire_waits(now)
+
+    def _expire_waits(self, now: float) -> None:
+        """The request path waits on the client: cut it if the client has stopped moving (progress
+        resets the clock, so a slow but steady client is never cut)."""
+        limits = self._edge.limits
+        if self._drain_waiter is None or self.transport is None:
+            self._send_stall.clear()
+        elif self._send_stall.seconds(now, self._resumes, unsent_bytes(self.transport)) >= limits.send_timeout:
+            self._cut(SEND_TIMEOUT)
+            return
+        body = self._body_wait
+        if body is None:
+            self._body_stall.clear()
+        elif self._body_stall.seconds(now, body.total_bytes) >= limits.body_timeout:
+            request = self._current
+            self._cut(BODY_TIMEOUT if request is not None and not request.response_started else BODY_TIMEOUT_ANSWERING)
+
+    def _cut(self, deadline: Deadline) -> None:
+        """Cancel the request path at `deadline`: it answers what it still owes (a 408), then the
+        connection closes; with nothing owed the connection is aborted at once (its buffer may never drain)."""
+        self._edge.count_expired(deadline.reason)
+        request = self._current
+        if request is not None:
+            request.expired = deadline
+            request.keep_alive = False
+        if deadline.answer is None or self._task is None:
+            self.abort()  # connection_lost cancels the request path's task (recorded 499)
+            return
+        self._closing = True
+        self._task.cancel()
 
     def shut_down(self) -> None:
         self._closing = True
@@ -288,10 +340,13 @@ class Http1Connection(asyncio.Protocol):
                         return
                     continue
                 else:
+                    self._current = request
                     try:
                         await edge.handler(request)
                     except asyncio.CancelledError:
-                        raise
+                        if request.expired is None or self._state == _CLOSED:
+                            raise
+                        # Cut at a deadline (_cut): the request path answered what it owed; close below.
                     except Exception:
                         log.error("internal error while handling a request", exc_info=True)
                         if not request.response_started and self._state != _CLOSED:
@@ -302,6 +357,7 @@ class Http1Connection(asyncio.Protocol):
                             return
                     finally:
                         edge.end_request()
+                        self._current = self._body_wait = None
                 if self._tunnel is not None:
                     self.close()  # an upgrade request: refused, or its tunnel has ended
                     return
@@ -342,7 +398,7 @@ class Http1Request:
     """One HTTP/1.x request: the head as plain values, the body as a stream, and the answer's writer."""
 
     __slots__ = (
-        "_chunked", "_conn", "body", "content_length", "has_body", "headers", "is_http11", "keep_alive",
+        "_chunked", "_conn", "body", "content_length", "expired", "has_body", "headers", "is_http11", "keep_alive",
         "method", "raw_path", "remote", "response_done", "response_started", "scheme", "transport",
     )
 
@@ -356,12 +412,13 @@ class Http1Request:
         self.remote = conn.peer
         self.scheme = conn.scheme
         self.transport = conn.transport
-        self.body = payload
         self.has_body = payload is not EMPTY_PAYLOAD
+        self.body: _Http1Body | StreamReader = _Http1Body(conn, payload) if self.has_body else payload
         length = self.headers.get("Content-Length")
         self.content_length = int(length) if length is not None and not message.chunked else None
         self.response_started = False
         self.response_done = False
+        self.expired: Deadline | None = None
         self._chunked = False
 
     def send_local(self, local: LocalReply) -> None:
@@ -430,6 +487,34 @@ class Http1Request:
         self.response_done = True
         tunnel.start()
         return tunnel
+
+
+class _Http1Body:
+    """A request body as the request path reads it: each wait for the client's bytes is shown to the
+    sweep (server.body_timeout); a wait before the request path asks (100-continue) is not the client's."""
+
+    __slots__ = ("_conn", "_payload")
+
+    def __init__(self, conn: Http1Connection, payload: StreamReader) -> None:
+        self._conn = conn
+        self._payload = payload
+
+    async def read(self, n: int = -1) -> bytes:
+        self._conn._body_wait = self._payload
+        try:
+            return await self._payload.read(n)
+        finally:
+            self._conn._body_wait = None
+
+    async def readexactly(self, n: int) -> bytes:
+        self._conn._body_wait = self._payload
+        try:
+            return await self._payload.readexactly(n)
+        finally:
+            self._conn._body_wait = None
+
+    def at_eof(self) -> bool:
+        return self._payload.at_eof()
 
 
 class _Http1Tunnel:

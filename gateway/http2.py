@@ -50,7 +50,7 @@ from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import hpack_cache
-from gateway.edge import Edge, peer_address
+from gateway.edge import Deadline, Edge, peer_address
 from gateway.grpc import is_grpc
 from gateway.h2_io import H2Endpoint
 from gateway.http1 import Http1Connection
@@ -425,7 +425,7 @@ class Http2Stream:
     """One HTTP/2 request: the head as plain values, the body as a stream, and the answer's writer."""
 
     __slots__ = (
-        "_conn", "body", "content_length", "has_body", "headers", "method", "raw_path", "remote", "reset",
+        "_conn", "body", "content_length", "expired", "has_body", "headers", "method", "raw_path", "remote", "reset",
         "response_done", "response_started", "scheme", "stream_id", "task", "too_large", "transport",
     )
 
@@ -463,6 +463,7 @@ class Http2Stream:
         self.response_started = False
         self.response_done = False
         self.reset = False
+        self.expired: Deadline | None = None
         self.task: asyncio.Task[None] | None = None
 
     def lost(self) -> None:

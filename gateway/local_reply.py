@@ -30,6 +30,7 @@ class Decision(StrEnum):
     BAD_REQUEST = "bad_request"  # unparseable HTTP
     AMBIGUOUS_CHECK = "ambiguous_check"  # authz listener: the original request not conveyed unambiguously
     HEAD_TIMEOUT = "head_timeout"  # the request head did not arrive within server.header_timeout
+    BODY_TIMEOUT = "body_timeout"  # no request body byte within server.body_timeout while awaited
     OVERLOADED = "overloaded"  # shed: server.max_inflight requests already in progress
     UPSTREAM_UNREACHABLE = "upstream_unreachable"
     UPSTREAM_TIMEOUT = "upstream_timeout"
@@ -62,6 +63,7 @@ REPLIES: dict[Decision, _Row] = {
     Decision.BAD_REQUEST: _Row(400, "bad_request", "the request is not valid HTTP"),
     Decision.AMBIGUOUS_CHECK: _Row(400, "invalid_request", "the check does not convey one original request unambiguously"),
     Decision.HEAD_TIMEOUT: _Row(408, "request_timeout", "the request head did not arrive in time"),
+    Decision.BODY_TIMEOUT: _Row(408, "request_timeout", "the request body did not arrive in time"),
     Decision.OVERLOADED: _Row(503, "overloaded", "the gateway is at capacity; retry shortly"),
     Decision.UPSTREAM_UNREACHABLE: _Row(502, "bad_gateway", "the upstream could not be reached"),
     Decision.UPSTREAM_TIMEOUT: _Row(504, "gateway_timeout", "the upstream did not answer in time"),

@@ -184,7 +184,8 @@ class Metrics:
         )
         self.connections_rejected = Counter(
             "gateway_connections_rejected",
-            "Client connections refused or closed by a limit (max_connections, header_timeout, idle_timeout).",
+            "Client connections (or HTTP/2 streams) refused or closed by a limit"
+            " (max_connections, header_timeout, idle_timeout, send_timeout, body_timeout).",
             ["reason"], registry=r,
         )
         self.requests_shed = Counter(

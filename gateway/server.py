@@ -261,6 +261,8 @@ def _limits(cfg: GatewayConfig) -> Limits:
     return Limits(
         header_timeout=server.header_timeout,
         idle_timeout=server.idle_timeout,
+        send_timeout=server.send_timeout,
+        body_timeout=server.body_timeout,
         max_connections=server.max_connections,
         max_inflight=server.max_inflight,
         max_header_bytes=server.max_header_bytes,

@@ -103,6 +103,8 @@ class ServerConfig:
     # Connection hygiene on the proxy port (gateway/edge.py).
     header_timeout: float = 10.0  # a started request head must be complete by then: 408 and close
     idle_timeout: float = 60.0  # a connection waiting that long with nothing of a next request is closed
+    send_timeout: float = 60.0  # a response write the client takes nothing of for that long: cut (nginx send_timeout)
+    body_timeout: float = 60.0  # no request body bytes for that long while they are awaited: 408 (nginx client_body_timeout)
     max_connections: int = 10000  # beyond it a new connection is closed at once
     max_inflight: int = 0  # >0: beyond it a request gets 503 + Retry-After at once; 0 = no limit
     http2: bool = False  # accept HTTP/2: h2c with prior knowledge on plain TCP, ALPN h2 under TLS

@@ -47,7 +47,7 @@ def _read_core(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> N
 
 
 def _read_limits(r: Reader, _at: At, m: Mapping[str, At], kw: dict[str, Any]) -> None:
-    for key in ("header_timeout", "idle_timeout"):
+    for key in ("header_timeout", "idle_timeout", "send_timeout", "body_timeout"):
         if key in m and (seconds := r.duration(m[key])) is not None:
             kw[key] = seconds
     if "max_connections" in m and (n := r.integer(m["max_connections"], *MAX_CONNECTIONS_RANGE)) is not None:
@@ -65,7 +65,10 @@ SERVER_BLOCKS: tuple[Block, ...] = (
     ),
     *TLS_BLOCKS,
     AUTHZ_BLOCK,
-    Block(("header_timeout", "idle_timeout", "max_connections", "max_inflight"), _read_limits),
+    Block(
+        ("header_timeout", "idle_timeout", "send_timeout", "body_timeout", "max_connections", "max_inflight"),
+        _read_limits,
+    ),
     SERVER_HTTP2_BLOCK,
     SERVER_DPOP_BLOCK,
 )

@@ -103,6 +103,8 @@ class Upstream:
     runner: web.AppRunner | None = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     slow_started: asyncio.Event = field(default_factory=asyncio.Event)
+    streaming: asyncio.Event = field(default_factory=asyncio.Event)  # a /download or /upload began
+    cut: asyncio.Event = field(default_factory=asyncio.Event)  # ... and the gateway dropped it mid-way
 
     async def start(self) -> None:
         app = web.Application(client_max_size=1024**3)
@@ -139,8 +141,15 @@ class Upstream:
 
     async def _upload(self, request: web.Request) -> web.Response:
         total = 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            total += len(chunk)
+        self.streaming.set()
+        try:
+            async for chunk in request.content.iter_chunked(1 << 16):
+                total += len(chunk)
+        except BaseException:
+            self.cut.set()
+            raise
+        if request.content_length is not None and total < request.content_length:
+            self.cut.set()  # the gateway closed before the whole body
         return web.json_response({"received": total})
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
@@ -150,10 +159,15 @@ class Upstream:
         await resp.prepare(request)
         block = b"x" * (1 << 16)
         sent = 0
-        while sent < size:
-            n = min(len(block), size - sent)
-            await resp.write(block[:n])
-            sent += n
+        self.streaming.set()
+        try:
+            while sent < size:
+                n = min(len(block), size - sent)
+                await resp.write(block[:n])
+                sent += n
+        except BaseException:
+            self.cut.set()
+            raise
         return resp
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:

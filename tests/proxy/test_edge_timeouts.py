@@ -1,0 +1,160 @@
+"""server.send_timeout and server.body_timeout over real sockets: a client that stops reading its answer or
+stops sending its body is cut (and counted); one that reads or uploads slowly but steadily is not."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+from gateway.server import GatewayProcess
+from tests.proxy.conftest import BASE_CONFIG, GatewayFactory
+from tests.proxy.harness import Issuer, Upstream, wait_for
+
+SEND_TIMEOUT = 0.4
+BODY_TIMEOUT = 0.4
+
+
+def _config(send_timeout: float = SEND_TIMEOUT, body_timeout: float = BODY_TIMEOUT) -> str:
+    keys = f"  send_timeout: {int(send_timeout * 1000)}ms\n  body_timeout: {int(body_timeout * 1000)}ms\n"
+    return BASE_CONFIG.replace("  max_token_bytes: 4096\n", "  max_token_bytes: 4096\n" + keys)
+
+
+def _metric(gateway: GatewayProcess, name: str) -> float:
+    for line in gateway.metrics.exposition().decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _rejected(gateway: GatewayProcess, reason: str) -> float:
+    return _metric(gateway, f'gateway_connections_rejected_total{{reason="{reason}"}}')
+
+
+def _requests(gateway: GatewayProcess, code: int) -> float:
+    return _metric(gateway, f'gateway_requests_total{{code="{code}",listener="proxy",route="upstream-misc"}}')
+
+
+async def _small_window_socket(port: int) -> socket.socket:
+    """A client whose kernel holds little: what it has not read soon stops the sender."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # before connect: the window scale follows
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return sock
+
+
+async def _served(gateway: GatewayProcess) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(b"GET /public/other HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return int(data.split(b" ", 2)[1])
+
+
+async def test_a_client_that_never_reads_its_answer_is_cut_after_send_timeout(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(_config(), upstream_timeout="10s")
+    sock = await _small_window_socket(gateway.proxy_port)
+    request = f"GET /download/{256 << 20} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n\r\n"
+    await asyncio.get_running_loop().sock_sendall(sock, request.encode())
+    await asyncio.wait_for(upstream.streaming.wait(), 5)
+    started = time.monotonic()
+    assert await _served(gateway) == 200  # everyone else is served meanwhile
+    await wait_for(lambda: _rejected(gateway, "send_timeout") == 1, timeout=10)
+    assert time.monotonic() - started >= SEND_TIMEOUT
+    await asyncio.wait_for(upstream.cut.wait(), 5)  # the upstream exchange is dropped too
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    await wait_for(lambda: _metric(gateway, "gateway_open_connections") == 0)
+    assert _requests(gateway, 499) == 1  # recorded as a client that went away
+    sock.close()
+
+
+async def test_a_slow_but_steady_reader_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
+    """Loopback lets the kernel hold megabytes, so the answer is larger than that: the gateway is soon
+    waiting on the client, which reads 8 KiB every 100 ms for many send_timeouts (each wait for the
+    socket to drain takes longer than send_timeout: only progress keeps it), then the rest at once."""
+    gateway = await make_gateway(_config(send_timeout=0.3))
+    loop = asyncio.get_running_loop()
+    sock = await _small_window_socket(gateway.proxy_port)
+    size = 16 << 20
+    request = f"GET /download/{size} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n\r\n"
+    await loop.sock_sendall(sock, request.encode())
+    received = bytearray()
+
+    async def receive(n: int) -> None:
+        piece = await asyncio.wait_for(loop.sock_recv(sock, n), 5)
+        assert piece, f"cut after {len(received)} bytes"
+        received.extend(piece)
+
+    for _ in range(15):  # 1.5 s: five send_timeouts, straight from the socket (no client-side buffer)
+        await asyncio.sleep(0.1)
+        await receive(8192)
+    head = bytes(received).partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 200 ")
+    while len(received) < len(head) + 4 + size:
+        await receive(1 << 20)
+    sock.close()
+    assert bytes(received[len(head) + 4:]) == b"x" * size
+    assert _rejected(gateway, "send_timeout") == 0
+
+
+async def test_a_stalled_request_body_gets_408_after_body_timeout(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(_config(), upstream_timeout="10s")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(
+        f"POST /upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\nContent-Length: 1000\r\n\r\n".encode()
+        + b"0123456789"  # and never the rest
+    )
+    started = time.monotonic()
+    assert await _served(gateway) == 200
+    data = await asyncio.wait_for(reader.read(), 5)  # the answer, then the connection closes
+    writer.close()
+    assert time.monotonic() - started >= BODY_TIMEOUT
+    assert data.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in data and b"request body did not arrive" in data
+    assert _rejected(gateway, "body_timeout") == 1
+    assert _requests(gateway, 408) == 1
+    assert not upstream.streaming.is_set()  # a small body is read whole before the upstream is asked
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+
+
+async def test_a_stalled_chunked_body_gets_408_and_the_upstream_exchange_is_dropped(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(_config(), upstream_timeout="10s")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(
+        f"POST /upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n".encode()
+        + b"a\r\n0123456789\r\n"  # and never the rest
+    )
+    await asyncio.wait_for(upstream.streaming.wait(), 5)
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert data.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in data
+    assert _rejected(gateway, "body_timeout") == 1
+    await asyncio.wait_for(upstream.cut.wait(), 5)
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+
+
+async def test_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
+    gateway = await make_gateway(_config(body_timeout=0.3), upstream_timeout="10s")  # the upload outlasts 1 s
+    pieces, piece = 15, b"z" * 100
+    for framing in (f"Content-Length: {pieces * len(piece)}", "Transfer-Encoding: chunked"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+        writer.write(
+            f"POST /upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n{framing}\r\n\r\n".encode()
+        )
+        for _ in range(pieces):  # 1.5 s in all, a piece every 100 ms
+            await asyncio.sleep(0.1)
+            writer.write(piece if framing.startswith("Content") else b"64\r\n" + piece + b"\r\n")
+        if framing.startswith("Transfer"):
+            writer.write(b"0\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(reader.read(100), 5)
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b'{"received": 1500}', (framing, head, body)
+    assert _rejected(gateway, "body_timeout") == 0
