@@ -25,6 +25,11 @@ class H2Endpoint(asyncio.Protocol):
         self._flush_pending = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._window_waiters: dict[int, asyncio.Future[None]] = {}
+        # Streams that want to send DATA and cannot, since when (loop time): their window is shut
+        # (key 0: the connection's). Kept across wake-ups until a byte goes out, so a window that
+        # opens for others, or by nothing, does not restart the clock.
+        self._stalled: dict[int, float] = {}
+        self._resumes = 0  # resume_writing calls: the peer took bytes off the socket
 
     def stream_open(self, stream_id: int) -> bool:
         """Whether `stream_id` may still be written (each end keeps its own streams)."""
@@ -51,14 +56,22 @@ class H2Endpoint(asyncio.Protocol):
         view = memoryview(data)
         while True:
             if self.closed or not self.stream_open(stream_id):
+                self._stalled.pop(stream_id, None)
                 raise ConnectionResetError("the stream is gone")
             window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
             if window <= 0 and view:
+                now = self._loop.time()
+                self._stalled.setdefault(stream_id, now)
+                if h2.outbound_flow_control_window <= 0:
+                    self._stalled.setdefault(0, now)
                 waiter = self._window_waiters.get(stream_id)
                 if waiter is None or waiter.done():
                     waiter = self._window_waiters[stream_id] = self._loop.create_future()
                 await waiter
                 continue
+            if self._stalled:
+                self._stalled.pop(stream_id, None)
+                self._stalled.pop(0, None)
             piece, view = view[:window], view[window:]
             h2.send_data(stream_id, bytes(piece), end_stream=end and not view)
             self._flush()
@@ -81,6 +94,7 @@ class H2Endpoint(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._resumes += 1
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -100,6 +114,7 @@ class H2Endpoint(asyncio.Protocol):
 
     def _forget_window(self, stream_id: int) -> None:
         self._window_waiters.pop(stream_id, None)
+        self._stalled.pop(stream_id, None)
 
     def _fail_waiters(self, exc: BaseException) -> None:
         """The connection is gone: every wait ends with `exc`."""
@@ -109,3 +124,4 @@ class H2Endpoint(asyncio.Protocol):
                 waiter.exception()  # retrieved: the waiting task may already be gone
         self._drain_waiters.clear()
         self._window_waiters.clear()
+        self._stalled.clear()

@@ -252,6 +252,8 @@ class Http1Connection(asyncio.Protocol):
         """The request path waits on the client: cut it if the client has stopped moving (progress
         resets the clock, so a slow but steady client is never cut)."""
         limits = self._edge.limits
+        if self._current is not None and self._current.expired is not None:
+            return  # cut already, its request still winding down
         if self._drain_waiter is None or self.transport is None:
             self._send_stall.clear()
         elif self._send_stall.seconds(now, self._resumes, unsent_bytes(self.transport)) >= limits.send_timeout:

@@ -21,6 +21,14 @@ sending more than CONTROL_BUDGET SETTINGS or PING frames a second get GOAWAY
 ENHANCE_YOUR_CALM.
 Request bodies are acknowledged (WINDOW_UPDATE) only as the request path reads them,
 so what one connection buffers is bounded by its flow-control window.
+
+Clients that stop moving (the edge's sweep, gateway_connections_rejected_total{reason}):
+a stream whose own window stays shut for server.send_timeout with an answer waiting
+is reset (RST_STREAM CANCEL); if the connection's window is the shut one, GOAWAY
+ends the connection, and if the client takes nothing off the socket at all it is cut.
+A stream whose body the request path awaits and no byte of which arrives for
+server.body_timeout is answered 408 (or reset, once its answer has begun). Each such
+stream's request is cancelled (recorded 499, or 408) with its upstream exchange.
 """
 
 from __future__ import annotations
@@ -50,7 +58,16 @@ from hyperframe.frame import GoAwayFrame
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway import hpack_cache
-from gateway.edge import Deadline, Edge, peer_address
+from gateway.edge import (
+    BODY_TIMEOUT,
+    BODY_TIMEOUT_ANSWERING,
+    SEND_TIMEOUT,
+    Deadline,
+    Edge,
+    Stall,
+    peer_address,
+    unsent_bytes,
+)
 from gateway.grpc import is_grpc
 from gateway.h2_io import H2Endpoint
 from gateway.http1 import Http1Connection
@@ -94,6 +111,7 @@ class Http2Connection(H2Endpoint):
         self._window_start = 0.0
         self._resets = self._pings = self._settings = 0  # within the current second
         self._streams_opened = self._early_resets = 0  # over the connection's life
+        self._send_stall = Stall()  # the socket: the client takes nothing off it
         self._errors = {reason: edge.metrics.http2_errors.labels(reason) for reason in ERROR_REASONS}
 
     # -- asyncio callbacks -------------------------------------------------------------------
@@ -192,9 +210,66 @@ class Http2Connection(H2Endpoint):
     # -- deadlines and shutdown (called by the edge) -----------------------------------------
 
     def expire(self, now: float) -> None:
-        if not self._streams and not self.closed and now - self._since >= self._edge.limits.idle_timeout:
+        if self.closed:
+            return
+        if self._streams:
+            self._expire_waits(now)
+        elif now - self._since >= self._edge.limits.idle_timeout:
             self._edge.count_expired("idle_timeout")
             self._goodbye(ErrorCodes.NO_ERROR)
+
+    def _expire_waits(self, now: float) -> None:
+        """Streams waiting on a client that stopped moving (progress restarts each clock): the
+        socket, then the flow-control windows, then request bodies."""
+        send_timeout = self._edge.limits.send_timeout
+        if not self._drain_waiters or self.transport is None:
+            self._send_stall.clear()
+        elif self._send_stall.seconds(now, self._resumes, unsent_bytes(self.transport)) >= send_timeout:
+            self._cut_connection(abort=True)  # nothing more can reach it, not even a GOAWAY
+            return
+        for stream_id, since in list(self._stalled.items()):
+            if now - since < send_timeout:
+                continue
+            if stream_id == 0:
+                self._cut_connection(abort=False)
+                return
+            stream = self._streams.get(stream_id)
+            # With the connection's window open, the stream's own is the one shut.
+            if stream is not None and self._h2.outbound_flow_control_window > 0:
+                self._cut_stream(stream, SEND_TIMEOUT)
+        body_timeout = self._edge.limits.body_timeout
+        for stream in list(self._streams.values()):
+            body = stream.body
+            if stream.expired is not None:
+                continue  # cut already, its request still winding down
+            if not body.awaited():
+                body.stall.clear()
+            elif body.stall.seconds(now, body.received) >= body_timeout:
+                self._cut_stream(stream, BODY_TIMEOUT_ANSWERING if stream.response_started else BODY_TIMEOUT)
+
+    def _cut_stream(self, stream: Http2Stream, deadline: Deadline) -> None:
+        """Cancel one stream's request at `deadline`: it answers what it still owes (a 408; the unread
+        body then resets the stream), or the stream is reset at once. Other streams go on."""
+        self._edge.count_expired(deadline.reason)
+        stream.expired = deadline
+        if deadline.answer is not None and stream.task is not None:
+            stream.task.cancel()
+            return
+        self._send_reset(stream.stream_id, ErrorCodes.CANCEL)
+        self._drop(stream)
+        self._flush()
+
+    def _cut_connection(self, *, abort: bool) -> None:
+        """The client takes nothing on the whole connection: every stream's request is cancelled
+        (recorded 499); GOAWAY when the client still reads the socket, else the connection is cut."""
+        self._edge.count_expired(SEND_TIMEOUT.reason)
+        for stream in self._streams.values():
+            stream.expired = SEND_TIMEOUT
+        self._abandon_streams()
+        if abort:
+            self.abort()
+        else:
+            self._goodbye(ErrorCodes.CANCEL)
 
     def shut_down(self) -> None:
         """GOAWAY naming the last stream we took (RFC 9113 §6.8): open streams finish, no new ones start."""
@@ -286,13 +361,17 @@ class Http2Connection(H2Endpoint):
         self._flush()
 
     def _client_reset(self, stream_id: int) -> None:
-        stream = self._streams.pop(stream_id, None)
+        stream = self._streams.get(stream_id)
         if stream is None or not stream.response_done:
             self._resets += 1  # a stream cancelled before its answer (refused ones too): rapid reset's shape
             self._early_resets += 1
-        if stream is None:
-            return
-        self._forget_window(stream_id)
+        if stream is not None:
+            self._drop(stream)
+
+    def _drop(self, stream: Http2Stream) -> None:
+        """A stream reset before its answer ended (by either side): its window back, its request cancelled."""
+        self._streams.pop(stream.stream_id, None)
+        self._forget_window(stream.stream_id)
         self._give_back(stream.body.unread_window())
         stream.lost()
         if not self._streams:
@@ -349,7 +428,7 @@ def _decode(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 class _StreamBody:
     """One stream's request body as it arrives; its window is given back as the request path reads."""
 
-    __slots__ = ("_buffer", "_conn", "_error", "_stream_id", "_unacked", "_waiter", "ended")
+    __slots__ = ("_buffer", "_conn", "_error", "_stream_id", "_unacked", "_waiter", "ended", "received", "stall")
 
     def __init__(self, conn: Http2Connection, stream_id: int, ended: bool) -> None:
         self._conn = conn
@@ -359,11 +438,18 @@ class _StreamBody:
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self.ended = ended
+        self.received = 0  # bytes of body so far: progress, for server.body_timeout
+        self.stall = Stall()
 
     def feed(self, data: bytes, window: int) -> None:
         self._buffer.append((data, window))
         self._unacked += window
+        self.received += len(data)
         self._wake()
+
+    def awaited(self) -> bool:
+        """Whether the request path is waiting for bytes of this body now."""
+        return self._waiter is not None and not self._waiter.done()
 
     def feed_eof(self) -> None:
         self.ended = True

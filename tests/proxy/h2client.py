@@ -43,6 +43,8 @@ class H2Client:
         self.goaway: ConnectionTerminated | None = None
         self.error: ProtocolError | None = None
         self.closed = asyncio.Event()
+        self.held: set[int] = set()  # streams whose window this client never reopens (the connection's it does)
+        self.hold_connection = False  # ... nor the connection's window
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -115,7 +117,12 @@ class H2Client:
             self.responses[event.stream_id].headers = [(n, v) for n, v in event.headers if not n.startswith(":")]
         elif isinstance(event, DataReceived):
             self.responses[event.stream_id].body += event.data
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            if self.hold_connection:
+                pass  # a reader that stopped: no WINDOW_UPDATE at all
+            elif event.stream_id in self.held:
+                self.h2.increment_flow_control_window(event.flow_controlled_length)  # the connection's only
+            else:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, TrailersReceived):
             self.responses[event.stream_id].trailers = list(event.headers)
         elif isinstance(event, StreamEnded):

@@ -7,8 +7,11 @@ import asyncio
 import socket
 import time
 
+from h2.errors import ErrorCodes
+
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory
+from tests.proxy.h2client import H2Client
 from tests.proxy.harness import Issuer, Upstream, wait_for
 
 SEND_TIMEOUT = 0.4
@@ -158,3 +161,88 @@ async def test_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory,
         writer.close()
         assert head.startswith(b"HTTP/1.1 200 ") and body == b'{"received": 1500}', (framing, head, body)
     assert _rejected(gateway, "body_timeout") == 0
+
+
+# -- HTTP/2 ----------------------------------------------------------------------------------
+
+
+def _h2_config(**timeouts: float) -> str:
+    return _config(**timeouts).replace("  max_token_bytes: 4096\n", "  max_token_bytes: 4096\n  http2: true\n")
+
+
+async def test_h2_a_stream_whose_window_stays_shut_is_reset_and_the_others_go_on(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(_h2_config(), upstream_timeout="10s")
+    client = await H2Client.connect(gateway.proxy_port)
+    auth = [("authorization", f"Bearer {issuer.token()}")]
+    stalled = client.start("GET", f"/download/{64 << 20}", auth, port=gateway.proxy_port)
+    client.held.add(stalled)
+    await asyncio.wait_for(upstream.streaming.wait(), 5)
+    other = await client.request("GET", "/public/meanwhile", port=gateway.proxy_port)
+    assert other.status == 200  # the same connection serves other streams meanwhile
+    answer = await asyncio.wait_for(client.done[stalled], 10)
+    assert answer.status == 200 and answer.reset == ErrorCodes.CANCEL
+    assert _rejected(gateway, "send_timeout") == 1
+    await asyncio.wait_for(upstream.cut.wait(), 5)
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    assert _requests(gateway, 499) == 1
+    after = await client.request("GET", "/public/after", port=gateway.proxy_port)
+    assert after.status == 200 and client.goaway is None
+    await client.close()
+
+
+async def test_h2_a_connection_whose_window_stays_shut_gets_goaway(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(_h2_config(), upstream_timeout="10s")
+    client = await H2Client.connect(gateway.proxy_port)
+    client.hold_connection = True
+    stalled = client.start("GET", f"/download/{64 << 20}", [("authorization", f"Bearer {issuer.token()}")])
+    await asyncio.wait_for(client.closed.wait(), 10)
+    assert client.goaway is not None and client.goaway.error_code == ErrorCodes.CANCEL
+    assert client.responses[stalled].status == 200
+    assert _rejected(gateway, "send_timeout") == 1
+    await asyncio.wait_for(upstream.cut.wait(), 5)
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    await client.close()
+
+
+async def test_h2_a_stalled_request_body_gets_408_and_the_others_go_on(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway = await make_gateway(_h2_config(), upstream_timeout="10s")
+    client = await H2Client.connect(gateway.proxy_port)
+    auth = [("authorization", f"Bearer {issuer.token()}")]
+    stalled = client.start("POST", "/upload", [*auth, ("content-length", "100000")], end=False, port=gateway.proxy_port)
+    client.h2.send_data(stalled, b"0123456789")  # and never the rest
+    client.flush()
+    await asyncio.wait_for(upstream.streaming.wait(), 5)
+    other = await client.request("POST", "/upload", auth, body=b"y" * 5000, port=gateway.proxy_port)
+    assert other.status == 200 and other.body == b'{"received": 5000}'
+    answer = await asyncio.wait_for(client.done[stalled], 10)
+    assert answer.status == 408 and b"request body did not arrive" in answer.body
+    assert _rejected(gateway, "body_timeout") == 1
+    await asyncio.wait_for(upstream.cut.wait(), 5)
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    assert _requests(gateway, 408) == 1
+    after = await client.request("GET", "/public/after", port=gateway.proxy_port)
+    assert after.status == 200 and client.goaway is None
+    await client.close()
+
+
+async def test_h2_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
+    gateway = await make_gateway(_h2_config(body_timeout=0.3), upstream_timeout="10s")
+    client = await H2Client.connect(gateway.proxy_port)
+    auth = [("authorization", f"Bearer {issuer.token()}")]
+    stream_id = client.start("POST", "/upload", auth, end=False, port=gateway.proxy_port)
+    for _ in range(15):  # 1.5 s in all, a piece every 100 ms
+        await asyncio.sleep(0.1)
+        client.h2.send_data(stream_id, b"z" * 100)
+        client.flush()
+    client.h2.end_stream(stream_id)
+    client.flush()
+    answer = await asyncio.wait_for(client.done[stream_id], 10)
+    assert answer.status == 200 and answer.body == b'{"received": 1500}'
+    assert _rejected(gateway, "body_timeout") == 0
+    await client.close()
