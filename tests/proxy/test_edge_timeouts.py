@@ -8,6 +8,7 @@ import socket
 import time
 
 from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
 
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory
@@ -38,6 +39,14 @@ def _requests(gateway: GatewayProcess, code: int) -> float:
     return _metric(gateway, f'gateway_requests_total{{code="{code}",listener="proxy",route="upstream-misc"}}')
 
 
+async def _cut_once(gateway: GatewayProcess, upstream: Upstream, reason: str) -> None:
+    """Counted once, the upstream exchange dropped, the request's admission given back."""
+    await wait_for(lambda: _rejected(gateway, reason) == 1, timeout=10)
+    await asyncio.wait_for(upstream.cut.wait(), 5)
+    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    assert _rejected(gateway, reason) == 1
+
+
 async def _small_window_socket(port: int) -> socket.socket:
     """A client whose kernel holds little: what it has not read soon stops the sender."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -65,10 +74,8 @@ async def test_a_client_that_never_reads_its_answer_is_cut_after_send_timeout(
     await asyncio.wait_for(upstream.streaming.wait(), 5)
     started = time.monotonic()
     assert await _served(gateway) == 200  # everyone else is served meanwhile
-    await wait_for(lambda: _rejected(gateway, "send_timeout") == 1, timeout=10)
+    await _cut_once(gateway, upstream, "send_timeout")
     assert time.monotonic() - started >= SEND_TIMEOUT
-    await asyncio.wait_for(upstream.cut.wait(), 5)  # the upstream exchange is dropped too
-    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
     await wait_for(lambda: _metric(gateway, "gateway_open_connections") == 0)
     assert _requests(gateway, 499) == 1  # recorded as a client that went away
     sock.close()
@@ -138,9 +145,7 @@ async def test_a_stalled_chunked_body_gets_408_and_the_upstream_exchange_is_drop
     data = await asyncio.wait_for(reader.read(), 5)
     writer.close()
     assert data.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in data
-    assert _rejected(gateway, "body_timeout") == 1
-    await asyncio.wait_for(upstream.cut.wait(), 5)
-    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    await _cut_once(gateway, upstream, "body_timeout")
 
 
 async def test_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
@@ -166,16 +171,20 @@ async def test_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory,
 # -- HTTP/2 ----------------------------------------------------------------------------------
 
 
-def _h2_config(**timeouts: float) -> str:
-    return _config(**timeouts).replace("  max_token_bytes: 4096\n", "  max_token_bytes: 4096\n  http2: true\n")
+async def _h2_gateway(
+    make_gateway: GatewayFactory, issuer: Issuer, **timeouts: float
+) -> tuple[GatewayProcess, H2Client, list[tuple[str, str]]]:
+    """A gateway with server.http2, one client connection to it, and a token's header."""
+    text = _config(**timeouts).replace("  max_token_bytes: 4096\n", "  max_token_bytes: 4096\n  http2: true\n")
+    gateway = await make_gateway(text, upstream_timeout="10s")
+    client = await H2Client.connect(gateway.proxy_port)
+    return gateway, client, [("authorization", f"Bearer {issuer.token()}")]
 
 
 async def test_h2_a_stream_whose_window_stays_shut_is_reset_and_the_others_go_on(
     make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
 ) -> None:
-    gateway = await make_gateway(_h2_config(), upstream_timeout="10s")
-    client = await H2Client.connect(gateway.proxy_port)
-    auth = [("authorization", f"Bearer {issuer.token()}")]
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer)
     stalled = client.start("GET", f"/download/{64 << 20}", auth, port=gateway.proxy_port)
     client.held.add(stalled)
     await asyncio.wait_for(upstream.streaming.wait(), 5)
@@ -183,9 +192,7 @@ async def test_h2_a_stream_whose_window_stays_shut_is_reset_and_the_others_go_on
     assert other.status == 200  # the same connection serves other streams meanwhile
     answer = await asyncio.wait_for(client.done[stalled], 10)
     assert answer.status == 200 and answer.reset == ErrorCodes.CANCEL
-    assert _rejected(gateway, "send_timeout") == 1
-    await asyncio.wait_for(upstream.cut.wait(), 5)
-    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    await _cut_once(gateway, upstream, "send_timeout")
     assert _requests(gateway, 499) == 1
     after = await client.request("GET", "/public/after", port=gateway.proxy_port)
     assert after.status == 200 and client.goaway is None
@@ -195,25 +202,37 @@ async def test_h2_a_stream_whose_window_stays_shut_is_reset_and_the_others_go_on
 async def test_h2_a_connection_whose_window_stays_shut_gets_goaway(
     make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
 ) -> None:
-    gateway = await make_gateway(_h2_config(), upstream_timeout="10s")
-    client = await H2Client.connect(gateway.proxy_port)
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer)
     client.hold_connection = True
-    stalled = client.start("GET", f"/download/{64 << 20}", [("authorization", f"Bearer {issuer.token()}")])
+    stalled = client.start("GET", f"/download/{64 << 20}", auth)
     await asyncio.wait_for(client.closed.wait(), 10)
     assert client.goaway is not None and client.goaway.error_code == ErrorCodes.CANCEL
     assert client.responses[stalled].status == 200
-    assert _rejected(gateway, "send_timeout") == 1
-    await asyncio.wait_for(upstream.cut.wait(), 5)
-    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    await _cut_once(gateway, upstream, "send_timeout")
+    await client.close()
+
+
+async def test_h2_a_client_that_reads_nothing_off_the_socket_is_cut(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    """Windows wide open, socket never read: the gateway's writes wait on the socket, not on a window."""
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer)
+    widest = 2**31 - 1
+    client.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: widest})
+    client.h2.increment_flow_control_window(widest - 65535)
+    client.start("GET", f"/download/{256 << 20}", auth)
+    assert client._task is not None
+    client._task.cancel()  # from here on nothing is read
+    await _cut_once(gateway, upstream, "send_timeout")
+    await wait_for(lambda: _metric(gateway, "gateway_open_connections") == 0)
+    assert _requests(gateway, 499) == 1
     await client.close()
 
 
 async def test_h2_a_stalled_request_body_gets_408_and_the_others_go_on(
     make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
 ) -> None:
-    gateway = await make_gateway(_h2_config(), upstream_timeout="10s")
-    client = await H2Client.connect(gateway.proxy_port)
-    auth = [("authorization", f"Bearer {issuer.token()}")]
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer)
     stalled = client.start("POST", "/upload", [*auth, ("content-length", "100000")], end=False, port=gateway.proxy_port)
     client.h2.send_data(stalled, b"0123456789")  # and never the rest
     client.flush()
@@ -222,9 +241,7 @@ async def test_h2_a_stalled_request_body_gets_408_and_the_others_go_on(
     assert other.status == 200 and other.body == b'{"received": 5000}'
     answer = await asyncio.wait_for(client.done[stalled], 10)
     assert answer.status == 408 and b"request body did not arrive" in answer.body
-    assert _rejected(gateway, "body_timeout") == 1
-    await asyncio.wait_for(upstream.cut.wait(), 5)
-    await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
+    await _cut_once(gateway, upstream, "body_timeout")
     assert _requests(gateway, 408) == 1
     after = await client.request("GET", "/public/after", port=gateway.proxy_port)
     assert after.status == 200 and client.goaway is None
@@ -232,9 +249,7 @@ async def test_h2_a_stalled_request_body_gets_408_and_the_others_go_on(
 
 
 async def test_h2_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
-    gateway = await make_gateway(_h2_config(body_timeout=0.3), upstream_timeout="10s")
-    client = await H2Client.connect(gateway.proxy_port)
-    auth = [("authorization", f"Bearer {issuer.token()}")]
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer, body_timeout=0.3)
     stream_id = client.start("POST", "/upload", auth, end=False, port=gateway.proxy_port)
     for _ in range(15):  # 1.5 s in all, a piece every 100 ms
         await asyncio.sleep(0.1)
