@@ -56,7 +56,7 @@ class H2Endpoint(asyncio.Protocol):
         view = memoryview(data)
         while True:
             if self.closed or not self.stream_open(stream_id):
-                self._stalled.pop(stream_id, None)
+                self._unstall(stream_id)
                 raise ConnectionResetError("the stream is gone")
             window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
             if window <= 0 and view:
@@ -114,7 +114,13 @@ class H2Endpoint(asyncio.Protocol):
 
     def _forget_window(self, stream_id: int) -> None:
         self._window_waiters.pop(stream_id, None)
-        self._stalled.pop(stream_id, None)
+        self._unstall(stream_id)
+
+    def _unstall(self, stream_id: int) -> None:
+        """`stream_id` waits no more; the connection's entry goes with the last stream that waited on it."""
+        stalled = self._stalled
+        if stalled.pop(stream_id, None) is not None and stalled.keys() == {0}:
+            stalled.clear()
 
     def _fail_waiters(self, exc: BaseException) -> None:
         """The connection is gone: every wait ends with `exc`."""

@@ -212,6 +212,24 @@ async def test_h2_a_connection_whose_window_stays_shut_gets_goaway(
     await client.close()
 
 
+async def test_h2_a_stalled_stream_the_client_resets_leaves_no_deadline_behind(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer)
+    client.hold_connection = True
+    stalled = client.start("GET", f"/download/{64 << 20}", auth)
+    await wait_for(lambda: len(client.responses[stalled].body) == 65535)  # the connection's window is spent
+    client.h2.reset_stream(stalled)
+    client.h2.increment_flow_control_window(65535)  # and given back: a client that moved on
+    client.hold_connection = False
+    client.flush()
+    await asyncio.sleep(2 * SEND_TIMEOUT)
+    later = await client.request("GET", "/slow?delay=0.5", auth, port=gateway.proxy_port)
+    assert later.status == 200 and client.goaway is None
+    assert _rejected(gateway, "send_timeout") == 0
+    await client.close()
+
+
 async def test_h2_a_client_that_reads_nothing_off_the_socket_is_cut(
     make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
 ) -> None:
