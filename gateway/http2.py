@@ -242,10 +242,18 @@ class Http2Connection(H2Endpoint):
             body = stream.body
             if stream.expired is not None:
                 continue  # cut already, its request still winding down
-            if not body.awaited():
+            if not body.awaited() or not self._client_may_send(stream.stream_id):
                 body.stall.clear()
             elif body.stall.seconds(now, body.received) >= body_timeout:
                 self._cut_stream(stream, BODY_TIMEOUT_ANSWERING if stream.response_started else BODY_TIMEOUT)
+
+    def _client_may_send(self, stream_id: int) -> bool:
+        """Whether the windows we gave let the client send on `stream_id`: other streams' unread
+        bodies may hold the connection's, and that wait is ours, not the client's."""
+        try:
+            return self._h2.remote_flow_control_window(stream_id) > 0
+        except H2Error:
+            return False
 
     def _cut_stream(self, stream: Http2Stream, deadline: Deadline) -> None:
         """Cancel one stream's request at `deadline`: it answers what it still owes (a 408; the unread
