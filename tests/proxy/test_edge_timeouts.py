@@ -85,7 +85,7 @@ async def test_a_slow_but_steady_reader_is_not_cut(make_gateway: GatewayFactory,
     """Loopback lets the kernel hold megabytes, so the answer is larger than that: the gateway is soon
     waiting on the client, which reads 8 KiB every 100 ms for many send_timeouts (each wait for the
     socket to drain takes longer than send_timeout: only progress keeps it), then the rest at once."""
-    gateway = await make_gateway(_config(send_timeout=0.3))
+    gateway = await make_gateway(_config(send_timeout=0.5))
     loop = asyncio.get_running_loop()
     sock = await _small_window_socket(gateway.proxy_port)
     size = 16 << 20
@@ -98,7 +98,7 @@ async def test_a_slow_but_steady_reader_is_not_cut(make_gateway: GatewayFactory,
         assert piece, f"cut after {len(received)} bytes"
         received.extend(piece)
 
-    for _ in range(15):  # 1.5 s: five send_timeouts, straight from the socket (no client-side buffer)
+    for _ in range(20):  # 2 s: four send_timeouts, straight from the socket (no client-side buffer)
         await asyncio.sleep(0.1)
         await receive(8192)
     head = bytes(received).partition(b"\r\n\r\n")[0]
@@ -149,14 +149,14 @@ async def test_a_stalled_chunked_body_gets_408_and_the_upstream_exchange_is_drop
 
 
 async def test_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
-    gateway = await make_gateway(_config(body_timeout=0.3), upstream_timeout="10s")  # the upload outlasts 1 s
-    pieces, piece = 15, b"z" * 100
+    gateway = await make_gateway(_config(body_timeout=0.5), upstream_timeout="10s")  # the upload outlasts 1 s
+    pieces, piece = 20, b"z" * 100
     for framing in (f"Content-Length: {pieces * len(piece)}", "Transfer-Encoding: chunked"):
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
         writer.write(
             f"POST /upload HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n{framing}\r\n\r\n".encode()
         )
-        for _ in range(pieces):  # 1.5 s in all, a piece every 100 ms
+        for _ in range(pieces):  # 2 s in all (four body_timeouts), a piece every 100 ms
             await asyncio.sleep(0.1)
             writer.write(piece if framing.startswith("Content") else b"64\r\n" + piece + b"\r\n")
         if framing.startswith("Transfer"):
@@ -164,7 +164,7 @@ async def test_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory,
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         body = await asyncio.wait_for(reader.read(100), 5)
         writer.close()
-        assert head.startswith(b"HTTP/1.1 200 ") and body == b'{"received": 1500}', (framing, head, body)
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b'{"received": 2000}', (framing, head, body)
     assert _rejected(gateway, "body_timeout") == 0
 
 
@@ -209,6 +209,28 @@ async def test_h2_a_connection_whose_window_stays_shut_gets_goaway(
     assert client.goaway is not None and client.goaway.error_code == ErrorCodes.CANCEL
     assert client.responses[stalled].status == 200
     await _cut_once(gateway, upstream, "send_timeout")
+    await client.close()
+
+
+async def test_h2_a_stream_whose_window_opens_slowly_but_steadily_is_not_cut(
+    make_gateway: GatewayFactory, issuer: Issuer
+) -> None:
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer, send_timeout=0.5)
+    size = 1 << 20
+    stream_id = client.start("GET", f"/download/{size}", auth)
+    client.held.add(stream_id)
+    await wait_for(lambda: len(client.responses[stream_id].body) == 65535)  # the stream's first window
+    for _ in range(20):  # 2 s: four send_timeouts, 8 KiB of window every 100 ms
+        await asyncio.sleep(0.1)
+        client.h2.increment_flow_control_window(8192, stream_id=stream_id)
+        client.flush()
+    assert client.responses[stream_id].reset is None
+    client.held.discard(stream_id)
+    client.h2.increment_flow_control_window(size, stream_id=stream_id)  # then the rest at once
+    client.flush()
+    answer = await asyncio.wait_for(client.done[stream_id], 10)
+    assert answer.status == 200 and answer.reset is None and answer.body == b"x" * size
+    assert _rejected(gateway, "send_timeout") == 0
     await client.close()
 
 
@@ -267,15 +289,15 @@ async def test_h2_a_stalled_request_body_gets_408_and_the_others_go_on(
 
 
 async def test_h2_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
-    gateway, client, auth = await _h2_gateway(make_gateway, issuer, body_timeout=0.3)
+    gateway, client, auth = await _h2_gateway(make_gateway, issuer, body_timeout=0.5)
     stream_id = client.start("POST", "/upload", auth, end=False, port=gateway.proxy_port)
-    for _ in range(15):  # 1.5 s in all, a piece every 100 ms
+    for _ in range(20):  # 2 s in all (four body_timeouts), a piece every 100 ms
         await asyncio.sleep(0.1)
         client.h2.send_data(stream_id, b"z" * 100)
         client.flush()
     client.h2.end_stream(stream_id)
     client.flush()
     answer = await asyncio.wait_for(client.done[stream_id], 10)
-    assert answer.status == 200 and answer.body == b'{"received": 1500}'
+    assert answer.status == 200 and answer.body == b'{"received": 2000}'
     assert _rejected(gateway, "body_timeout") == 0
     await client.close()
