@@ -228,8 +228,8 @@ class Http2Connection(H2Endpoint):
             self._cut_connection(abort=True)  # nothing more can reach it, not even a GOAWAY
             return
         for stream_id, since in list(self._stalled.items()):
-            if now - since < send_timeout:
-                continue
+            if now - since < send_timeout or stream_id not in self._stalled:
+                continue  # moving, or gone with a stream cut just now
             if stream_id == 0:
                 self._cut_connection(abort=False)
                 return
