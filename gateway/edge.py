@@ -216,10 +216,12 @@ class Edge:
         }
 
     def start(self) -> None:
-        limits = self.limits
-        shortest = min(limits.header_timeout, limits.idle_timeout, limits.send_timeout, limits.body_timeout)
-        interval = min(SWEEP_MAX_SECONDS, shortest / 10)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(max(interval, 0.01)))
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def apply(self, limits: Limits) -> None:
+        """A reloaded config's limits: open connections meet them at the next sweep, new ones at once
+        (a connection's max_header_bytes is fixed when it opens)."""
+        self.limits = limits
 
     def accept(self, conn: Connection, transport: asyncio.Transport) -> bool:
         """A new connection: counted and set up (no Nagle delay), or refused beyond max_connections
@@ -255,10 +257,10 @@ class Edge:
     def end_request(self) -> None:
         self.inflight -= 1
 
-    async def _sweep(self, interval: float) -> None:
+    async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(_sweep_interval(self.limits))  # read each time: limits follow reloads
             now = loop.time()
             self.date = _http_date()
             for i, conn in enumerate(list(self.connections), 1):
@@ -282,6 +284,11 @@ class Edge:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+
+def _sweep_interval(limits: Limits) -> float:
+    shortest = min(limits.header_timeout, limits.idle_timeout, limits.send_timeout, limits.body_timeout)
+    return max(min(SWEEP_MAX_SECONDS, shortest / 10), 0.01)
 
 
 def _http_date() -> bytes:

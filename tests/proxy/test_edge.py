@@ -4,6 +4,7 @@ connection limits (header_timeout, idle_timeout, max_connections, max_inflight) 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory
@@ -160,6 +161,30 @@ async def test_requests_beyond_max_inflight_get_503_at_once(
     await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
     writer.write(b"GET /public/x HTTP/1.1\r\nHost: t\r\n\r\n")  # capacity is back: served
     assert (await _read_response(reader))[0] == 200
+    writer.close()
+
+
+async def test_limits_follow_a_reload(make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream) -> None:
+    """A reload applies new limits: a connection opened before it is closed at the new idle_timeout, and
+    the new max_inflight sheds at once."""
+    gateway = await make_gateway(_with_server_keys("  idle_timeout: 60s\n"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (await _read_response(reader))[0] == 404
+    assert gateway.config_path is not None
+    path = Path(gateway.config_path)
+    path.write_text(path.read_text().replace("  idle_timeout: 60s\n", "  idle_timeout: 300ms\n  max_inflight: 1\n"))
+    assert await gateway.reload()
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the old connection meets the new deadline
+    writer.close()
+    assert _metric(gateway, 'gateway_connections_rejected_total{reason="idle_timeout"}') == 1
+    _, slow_writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    slow_writer.write(f"GET /slow?delay=5 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n\r\n".encode())
+    await asyncio.wait_for(upstream.slow_started.wait(), 5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(b"GET /public/x HTTP/1.1\r\nHost: t\r\n\r\n")
+    assert (await _read_response(reader))[0] == 503
+    slow_writer.close()
     writer.close()
 
 
