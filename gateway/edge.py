@@ -242,6 +242,14 @@ class Edge:
             self.connections.discard(conn)
             self.metrics.open_connections.dec()
 
+    def close_transport(self, transport: asyncio.Transport) -> None:
+        """Close once what is buffered is sent. A client that never takes it would hold the socket
+        (and its file descriptor) for ever after we stopped tracking the connection: cut it after
+        server.send_timeout."""
+        transport.close()
+        if transport.get_write_buffer_size():
+            asyncio.get_running_loop().call_later(self.limits.send_timeout, transport.abort)
+
     def count_expired(self, reason: str) -> None:
         self._rejected[reason].inc()
 

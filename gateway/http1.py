@@ -288,7 +288,7 @@ class Http1Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and self._state != _CLOSED:
             self._state = _CLOSED
-            self.transport.close()
+            self._edge.close_transport(self.transport)
             self._edge.release(self)
 
     def abort(self) -> None:

@@ -297,7 +297,7 @@ class Http2Connection(H2Endpoint):
         if self.transport is not None and not self.closed:
             self._write_now()  # frames still queued (a GOAWAY, a last answer) go first
             self.closed = True
-            self.transport.close()
+            self._edge.close_transport(self.transport)
             self._edge.release(self)
 
     def abort(self) -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import cast
 
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from gateway.edge import Edge, Limits
+from gateway.metrics import Metrics
 from gateway.server import GatewayProcess
 from tests.proxy.conftest import BASE_CONFIG, GatewayFactory
 from tests.proxy.h2client import H2Client
@@ -301,3 +304,32 @@ async def test_h2_a_slow_but_steady_upload_is_not_cut(make_gateway: GatewayFacto
     assert answer.status == 200 and answer.body == b'{"received": 2000}'
     assert _rejected(gateway, "body_timeout") == 0
     await client.close()
+
+
+async def test_a_closed_connection_whose_client_takes_nothing_is_cut_after_send_timeout() -> None:
+    """After the last answer the connection is closed with bytes still buffered; a client that never reads
+    them would keep the socket (and its file descriptor) open for ever once nothing tracks it."""
+    edge = Edge(_never_called, lambda _: None, Limits(send_timeout=SEND_TIMEOUT), Metrics())
+    lost = asyncio.Event()
+
+    class Answer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            answer = cast(asyncio.Transport, transport)
+            answer.write(b"x" * (16 * 1024 * 1024))  # far beyond the kernel's buffers
+            edge.close_transport(answer)
+
+        def connection_lost(self, exc: BaseException | None) -> None:
+            lost.set()
+
+    server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection("127.0.0.1", port)  # and never reads
+    try:
+        await asyncio.wait_for(lost.wait(), SEND_TIMEOUT + 5)
+    finally:
+        writer.close()
+        server.close()
+
+
+async def _never_called(request: object) -> None:
+    raise AssertionError("no request reaches the handler here")
