@@ -242,6 +242,8 @@ class Http2Connection(H2Endpoint):
             body = stream.body
             if stream.expired is not None:
                 continue  # cut already, its request still winding down
+            if stream.grpc:
+                continue  # a streaming call's client may rightly be silent for long; grpc-timeout is its deadline
             if not body.awaited() or not self._client_may_send(stream.stream_id):
                 body.stall.clear()
             elif body.stall.seconds(now, body.received) >= body_timeout:
@@ -519,8 +521,8 @@ class Http2Stream:
     """One HTTP/2 request: the head as plain values, the body as a stream, and the answer's writer."""
 
     __slots__ = (
-        "_conn", "body", "content_length", "expired", "has_body", "headers", "method", "raw_path", "remote", "reset",
-        "response_done", "response_started", "scheme", "stream_id", "task", "too_large", "transport",
+        "_conn", "body", "content_length", "expired", "grpc", "has_body", "headers", "method", "raw_path", "remote",
+        "reset", "response_done", "response_started", "scheme", "stream_id", "task", "too_large", "transport",
     )
 
     def __init__(self, conn: Http2Connection, stream_id: int, raw: list[tuple[bytes, bytes]], *, ended: bool) -> None:
@@ -547,6 +549,7 @@ class Http2Stream:
         if authority is not None and "host" not in headers:
             headers["host"] = authority  # RFC 9113 §8.3.1: :authority stands in for Host
         self.headers = CIMultiDictProxy(headers)
+        self.grpc = is_grpc(self.headers)
         self.remote = conn.peer
         self.scheme = conn.scheme
         self.transport: Any = conn.transport

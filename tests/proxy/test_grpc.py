@@ -139,6 +139,25 @@ async def test_bidi_streaming_interleaves(channel: grpc.aio.Channel, issuer: Iss
     assert await call.code() == grpc.StatusCode.OK
 
 
+async def test_a_silent_streaming_client_is_not_cut_by_body_timeout(
+    make_gateway: GatewayFactory, service: tuple[EchoService, int], issuer: Issuer
+) -> None:
+    """server.body_timeout is not a gRPC call's deadline: a bidi stream whose client says nothing for
+    longer goes on (grpc-timeout bounds the call, send_timeout a client that stops reading)."""
+    gw = await make_gateway(GRPC_CONFIG.replace("  http2: true\n", "  http2: true\n  body_timeout: 200ms\n"),
+                            grpc_port=service[1])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.proxy_port}", options=GRPC_OPTIONS) as ch:
+        call = ch.stream_stream("/test.Echo/Bidi")(metadata=_auth(issuer.token()))
+        await call.write(b"first")
+        assert await call.read() == b"echo:first"
+        await asyncio.sleep(0.6)  # three body_timeouts of silence (under upstream.timeout, 1 s here)
+        await call.write(b"second")
+        assert await call.read() == b"echo:second"
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+
+
 async def test_large_messages_stream_both_ways(channel: grpc.aio.Channel, issuer: Issuer) -> None:
     token = issuer.token()
     big = bytes(range(256)) * (12 * MB // 256)  # 12 MB in one message: far past every flow-control window
