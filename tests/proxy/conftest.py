@@ -66,7 +66,7 @@ routes:
     match: {{prefix: /api}}
     auth: required
   - name: upstream-misc
-    match: {{regex: "/(slow|upload|download/[0-9]+)"}}
+    match: {{regex: "/(slow|upload|answer-first|download/[0-9]+)"}}
     auth: required
 """
 

@@ -110,6 +110,7 @@ class Upstream:
         app = web.Application(client_max_size=1024**3)
         app.router.add_route("*", "/slow", self._slow)
         app.router.add_route("POST", "/upload", self._upload)
+        app.router.add_route("POST", "/answer-first", self._answer_first)
         app.router.add_get("/download/{size}", self._download)
         app.router.add_get("/ws", self._ws)
         app.router.add_route("*", "/{tail:.*}", self._echo)
@@ -151,6 +152,24 @@ class Upstream:
         if request.content_length is not None and total < request.content_length:
             self.cut.set()  # the gateway closed before the whole body
         return web.json_response({"received": total})
+
+    async def _answer_first(self, request: web.Request) -> web.StreamResponse:
+        """Answers before it reads the body (a streaming service): the head and a first piece, then the body."""
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(b"started\n")
+        self.streaming.set()
+        total = 0
+        try:
+            async for chunk in request.content.iter_chunked(1 << 16):
+                total += len(chunk)
+        except BaseException:
+            self.cut.set()
+            raise
+        if request.content_length is not None and total < request.content_length:
+            self.cut.set()
+        await resp.write(b"received %d\n" % total)
+        return resp
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
         size = int(request.match_info["size"])

@@ -134,6 +134,31 @@ async def test_a_stalled_request_body_gets_408_after_body_timeout(
     await wait_for(lambda: gateway.metrics.inflight._value.get() == 0)
 
 
+async def test_a_body_stalled_after_the_answer_began_is_cut(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    """The service answered before the body was in; then the client stops sending: no 408 can follow
+    an answer under way, so the connection is cut (logged 499, reason body_timeout), the upstream dropped."""
+    gateway = await make_gateway(_config(), upstream_timeout="10s")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    writer.write(
+        f"POST /answer-first HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n"
+        f"Content-Length: {1 << 20}\r\n\r\n".encode()
+        + b"b" * (256 << 10)  # a quarter of it, and never the rest
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"started" in await asyncio.wait_for(reader.readuntil(b"started\n"), 5)
+    try:
+        rest = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        rest = b""  # cut with a reset: the same verdict
+    writer.close()
+    assert b"received" not in rest  # the answer never completed
+    await _cut_once(gateway, upstream, "body_timeout")
+    assert _requests(gateway, 499) == 1
+
+
 async def test_a_stalled_chunked_body_gets_408_and_the_upstream_exchange_is_dropped(
     make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
 ) -> None:
