@@ -192,6 +192,15 @@ class Upstream:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        if "flood" in request.query:  # push megabytes whether or not the client reads them
+            self.streaming.set()
+            try:
+                for _ in range(int(request.query["flood"])):
+                    await ws.send_bytes(b"w" * (1 << 20))
+            except BaseException:
+                self.cut.set()
+                raise
+            return ws
         await ws.send_str(json.dumps({"x-user-id": request.headers.get("X-User-Id")}))
         async for msg in ws:
             if msg.type == web.WSMsgType.TEXT:

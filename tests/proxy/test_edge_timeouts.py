@@ -84,6 +84,29 @@ async def test_a_client_that_never_reads_its_answer_is_cut_after_send_timeout(
     sock.close()
 
 
+async def test_a_websocket_client_that_stops_reading_is_cut_after_send_timeout(
+    make_gateway: GatewayFactory, issuer: Issuer, upstream: Upstream
+) -> None:
+    """A tunnel is an answer too: the service pushes megabytes, the client takes none after the 101."""
+    gateway = await make_gateway(_config(), upstream_timeout="10s")
+    sock = await _small_window_socket(gateway.proxy_port)
+    request = (
+        f"GET /ws?flood=256 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {issuer.token()}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, request.encode())
+    head = await asyncio.wait_for(loop.sock_recv(sock, 1024), 5)
+    assert head.startswith(b"HTTP/1.1 101 ")  # and nothing more is read
+    await asyncio.wait_for(upstream.streaming.wait(), 5)
+    assert await _served(gateway) == 200  # everyone else is served meanwhile
+    await wait_for(lambda: _rejected(gateway, "send_timeout") == 1, timeout=10)
+    await asyncio.wait_for(upstream.cut.wait(), 10)  # the service's side of the tunnel is closed too
+    await wait_for(lambda: _metric(gateway, "gateway_open_connections") == 0)
+    sock.close()
+
+
 async def test_a_slow_but_steady_reader_is_not_cut(make_gateway: GatewayFactory, issuer: Issuer) -> None:
     """Loopback lets the kernel hold megabytes, so the answer is larger than that: the gateway is soon
     waiting on the client, which reads 8 KiB every 100 ms for many send_timeouts (each wait for the
