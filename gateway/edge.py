@@ -242,13 +242,19 @@ class Edge:
             self.connections.discard(conn)
             self.metrics.open_connections.dec()
 
-    def close_transport(self, transport: asyncio.Transport) -> None:
-        """Close once what is buffered is sent. A client that never takes it would hold the socket
-        (and its file descriptor) for ever after we stopped tracking the connection: cut it after
+    def close(self, conn: Connection, transport: asyncio.Transport) -> None:
+        """Close `conn` once what is buffered is sent, and stop counting it. A client that never takes
+        those bytes would hold the socket (and its file descriptor) for ever, untracked: cut it after
         server.send_timeout."""
         transport.close()
         if transport.get_write_buffer_size():
             asyncio.get_running_loop().call_later(self.limits.send_timeout, transport.abort)
+        self.release(conn)
+
+    def abort(self, conn: Connection, transport: asyncio.Transport) -> None:
+        """Cut `conn` at once (nothing buffered is sent) and stop counting it."""
+        transport.abort()
+        self.release(conn)
 
     def count_expired(self, reason: str) -> None:
         self._rejected[reason].inc()

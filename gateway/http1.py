@@ -288,14 +288,12 @@ class Http1Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and self._state != _CLOSED:
             self._state = _CLOSED
-            self._edge.close_transport(self.transport)
-            self._edge.release(self)
+            self._edge.close(self, self.transport)
 
     def abort(self) -> None:
         if self.transport is not None:
             self._state = _CLOSED
-            self.transport.abort()
-            self._edge.release(self)
+            self._edge.abort(self, self.transport)
 
     # -- answering ---------------------------------------------------------------------------
 

@@ -240,10 +240,10 @@ class Http2Connection(H2Endpoint):
         body_timeout = self._edge.limits.body_timeout
         for stream in list(self._streams.values()):
             body = stream.body
-            if stream.expired is not None:
-                continue  # cut already, its request still winding down
-            if stream.grpc:
-                continue  # a streaming call's client may rightly be silent for long; grpc-timeout is its deadline
+            # Cut already (its request still winding down), or a gRPC call: a streaming call's client
+            # may rightly be silent for long, and grpc-timeout is its deadline.
+            if stream.expired is not None or stream.grpc:
+                continue
             if not body.awaited() or not self._client_may_send(stream.stream_id):
                 body.stall.clear()
             elif body.stall.seconds(now, body.received) >= body_timeout:
@@ -299,14 +299,12 @@ class Http2Connection(H2Endpoint):
         if self.transport is not None and not self.closed:
             self._write_now()  # frames still queued (a GOAWAY, a last answer) go first
             self.closed = True
-            self._edge.close_transport(self.transport)
-            self._edge.release(self)
+            self._edge.close(self, self.transport)
 
     def abort(self) -> None:
         if self.transport is not None:
             self.closed = True
-            self.transport.abort()
-            self._edge.release(self)
+            self._edge.abort(self, self.transport)
 
     # -- streams -----------------------------------------------------------------------------
 
@@ -326,7 +324,7 @@ class Http2Connection(H2Endpoint):
             self._edge.record_refused(refused)
             local = reply(refused, "-")
             try:
-                stream.send_local(local.for_grpc() if is_grpc(stream.headers) else local)
+                stream.send_local(local.for_grpc() if stream.grpc else local)
             except H2Error:
                 pass  # a later frame of the same read already reset the stream: no one to answer
             self._forget(stream)

@@ -198,9 +198,9 @@ class GatewayProcess:
             self.authn.cache.clear()  # cached verdicts were reached under the old issuer policies
             self.authn.cache.resize(config.cache.max_entries, config.cache.ttl)
             self.gateway.runtime = runtime  # requests already in flight finish on the old runtime
+            if config.server.max_connections > old_runtime.config.server.max_connections:
+                raise_open_file_limit(config.server.max_connections)
             limits = _limits(config)
-            if limits.max_connections > _limits(old_runtime.config).max_connections:
-                raise_open_file_limit(limits.max_connections)
             for _, edge in self._listeners:
                 edge.apply(limits)
             self.keystore = keystore

@@ -141,6 +141,10 @@ class Upstream:
         return web.json_response({"slept": delay})
 
     async def _upload(self, request: web.Request) -> web.Response:
+        return web.json_response({"received": await self._read_body(request)})
+
+    async def _read_body(self, request: web.Request) -> int:
+        """Read the body to its end; `cut` is set if the gateway dropped it before then."""
         total = 0
         self.streaming.set()
         try:
@@ -151,24 +155,14 @@ class Upstream:
             raise
         if request.content_length is not None and total < request.content_length:
             self.cut.set()  # the gateway closed before the whole body
-        return web.json_response({"received": total})
+        return total
 
     async def _answer_first(self, request: web.Request) -> web.StreamResponse:
         """Answers before it reads the body (a streaming service): the head and a first piece, then the body."""
         resp = web.StreamResponse()
         await resp.prepare(request)
         await resp.write(b"started\n")
-        self.streaming.set()
-        total = 0
-        try:
-            async for chunk in request.content.iter_chunked(1 << 16):
-                total += len(chunk)
-        except BaseException:
-            self.cut.set()
-            raise
-        if request.content_length is not None and total < request.content_length:
-            self.cut.set()
-        await resp.write(b"received %d\n" % total)
+        await resp.write(b"received %d\n" % await self._read_body(request))
         return resp
 
     async def _download(self, request: web.Request) -> web.StreamResponse:
