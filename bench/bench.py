@@ -44,8 +44,9 @@ from cryptography.hazmat.primitives.keywrap import aes_key_wrap
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-GATEWAY_BIN = ROOT / ".venv" / "bin" / "gateway"
-GATEWAY_PY = ROOT / ".venv" / "bin" / "python"
+_GATEWAY_VENV = Path(os.environ.get("BENCH_GATEWAY_VENV", ROOT / ".venv"))
+GATEWAY_BIN = _GATEWAY_VENV / "bin" / "gateway"
+GATEWAY_PY = _GATEWAY_VENV / "bin" / "python"
 ENVOY_BIN = Path(sys.executable).parent / "envoy"
 ISSUER = "https://idp.example.com/"
 AUDIENCE = "orders-api"
@@ -454,6 +455,13 @@ static_resources:
     path = tmp / f"{name}.yaml"
     path.write_text(conf)
     return path
+
+
+def gateway_interpreter() -> str:
+    """The gateway's interpreter as results record it: version and the binary it resolves to."""
+    code = "import sys, os; print(sys.version.split()[0], os.path.realpath(sys.executable))"
+    r = subprocess.run([str(GATEWAY_PY), "-c", code], capture_output=True, text=True, timeout=60)
+    return r.stdout.strip() or r.stderr.strip()[-200:]
 
 
 def gateway_conf(
@@ -939,7 +947,7 @@ def main() -> int:
                     break
         machine = {
             "nproc": nproc, "cpu_model": cpu_model, "kernel": platform.release(),
-            "python": version_of([str(GATEWAY_PY), "--version"]),
+            "python": gateway_interpreter(),
             "envoy": _envoy_version(),
             "wrk": version_of(["wrk", "-v"]), "nginx": version_of(["nginx", "-v"]),
             "gateway_git": version_of(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),

@@ -123,7 +123,7 @@ def main() -> int:
                     opens.append(res)
                     B.log(f"round {rnd} open-loop {w:15} {name:16} {res['achieved_rate']:7.0f} req/s  p50 {res['p50_ms']} ms"
                           f"  p99 {res['p99_ms']} ms  p99.9 {res['p999_ms']} ms  statuses {res['statuses']}")
-        report = {"started": stamp, "rounds": B.ROUNDS, "duration_s": B.DURATION, "connections": B.CONNECTIONS,
+        report = {"started": stamp, "python": B.gateway_interpreter(), "rounds": B.ROUNDS, "duration_s": B.DURATION, "connections": B.CONNECTIONS,
                   "open_rate": OPEN_RATE, "loadavg_end": os.getloadavg(), "cells": cells, "open_loop": opens}  # fmt: skip
         out = B.HERE / "results" / f"edge-{stamp}.json"
         out.parent.mkdir(exist_ok=True)
@@ -142,7 +142,8 @@ def _median(xs: list[float]) -> float | None:
 def markdown(report: dict[str, Any], json_name: str) -> str:
     cells = report["cells"]
     L = [f"Raw numbers: `bench/results/{json_name}` ({report['rounds']} rounds x {report['duration_s']} s, "
-         f"wrk -t1 -c{report['connections']}; load average at the end {[round(x, 1) for x in report['loadavg_end']]}).\n",
+         f"wrk -t1 -c{report['connections']}; load average at the end {[round(x, 1) for x in report['loadavg_end']]}; "
+         f"gateway on Python {report.get('python', '?')}).\n",
          "| workload | gateway | req/s | Envoy | req/s | ratio (same-round, median) | gateway CPU/req | Envoy CPU/req |",
          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for w, (gw, ev) in PAIRS.items():
