@@ -15,6 +15,7 @@ from gateway.jose.jws import parse_token
 from gateway.jose.trace import DECODE, DECRYPTION, ISSUER, KEY, Trace
 from gateway.jose.verifier import VerifyPolicy, verify_token
 from gateway.token_cache import STABLE_REJECTIONS, Rejection, TokenCache, VerifiedToken
+from gateway.verify_batch import VerifyBatch
 
 if TYPE_CHECKING:
     from gateway.decryption_keys import DecryptionKeyStore
@@ -59,6 +60,7 @@ class Authenticator:
         self.cache = cache
         self._metrics = metrics
         self._clock = clock
+        self._batch = VerifyBatch()  # signature checks of one event-loop turn, run back to back
 
     async def authenticate(
         self,
@@ -127,7 +129,13 @@ class Authenticator:
                         trace.add(KEY, "key set", False, f"issuer {issuer.name} has no keys (its source has not loaded)")
                     raise TokenError(Reason.JWKS_UNAVAILABLE, "the issuer has no keys yet")
                 try:
-                    key = verify_token(parsed, issuer.policy, keys, now, trace)
+                    if trace is None:
+                        outcome = await self._batch.verify(parsed, issuer.policy, keys, now)
+                        if isinstance(outcome, TokenError):
+                            raise outcome
+                        key = outcome
+                    else:
+                        key = verify_token(parsed, issuer.policy, keys, now, trace)
                 except TokenError as exc:
                     if exc.reason is not Reason.UNKNOWN_KEY:
                         raise
