@@ -19,7 +19,7 @@ def header_values(headers: Headers, name: str) -> list[str]:
     return [v for k, v in headers.items() if k.lower() == lower]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ pays object.__setattr__ per field, per request
 class Asked:
     """What the request path judges: routed by method, host and path; the token looked for in
     `headers` (header and cookie sources) and `query` (query source)."""

@@ -176,7 +176,7 @@ class Authenticator:
                 self.cache.put(
                     token, Rejection(issuer_label, exc.reason, exc.description, now + self.cache.ttl, encrypted)
                 )
-            self._metrics.verify_histogram(issuer_label, exc.reason.value).observe(time.perf_counter() - started)
+            self._metrics.verify_histogram(issuer_label, exc.reason).observe(time.perf_counter() - started)
             raise
         self._metrics.verify_histogram(issuer_label, "ok").observe(time.perf_counter() - started)
         return entry

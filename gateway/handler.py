@@ -206,7 +206,7 @@ class Gateway:
                 decryption=rt.decryption, dpop_binding=dpop_binding,
             )
         except TokenError as exc:
-            ex.reason = exc.reason.value
+            ex.reason = exc.reason  # a StrEnum: its value, without .value's descriptor
             _debug_refusal(ex, check=exc.description)
             decision = token_refusal(exc.reason)
             # RFC 9449 §7.1: the token's own faults are answered under the scheme it came with.

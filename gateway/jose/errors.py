@@ -37,6 +37,10 @@ class TokenError(Exception):
     __slots__ = ("description", "reason")
 
     def __init__(self, reason: Reason, description: str) -> None:
-        super().__init__(f"{reason}: {description}")
+        # No message is formatted here: a flood of forged tokens raises one per request,
+        # and the text is wanted only when something prints the error.
         self.reason = reason
         self.description = description
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.description}"
