@@ -49,6 +49,10 @@ def _no_certificate() -> str | None:
     return None
 
 
+def _assume_others() -> bool:
+    return True  # without a server around it (tests, tools): every check goes through the batch
+
+
 def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -56,11 +60,17 @@ def _number(value: object) -> float | None:
 class Authenticator:
     """Verifies tokens for the request path; owns the verified-token cache across reloads."""
 
-    def __init__(self, cache: TokenCache, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, cache: TokenCache, metrics: Metrics, clock: Callable[[], float] = time.time,
+        others_in_flight: Callable[[], bool] = _assume_others,
+    ) -> None:
         self.cache = cache
         self._metrics = metrics
         self._clock = clock
-        self._batch = VerifyBatch()  # signature checks of one event-loop turn, run back to back
+        # Signature checks of one event-loop turn run back to back (gateway/verify_batch.py), when
+        # other requests are in progress; a request alone is checked at once.
+        self._batch = VerifyBatch()
+        self._others_in_flight = others_in_flight
 
     async def authenticate(
         self,
@@ -129,7 +139,7 @@ class Authenticator:
                         trace.add(KEY, "key set", False, f"issuer {issuer.name} has no keys (its source has not loaded)")
                     raise TokenError(Reason.JWKS_UNAVAILABLE, "the issuer has no keys yet")
                 try:
-                    if trace is None:
+                    if trace is None and self._others_in_flight():
                         outcome = await self._batch.verify(parsed, issuer.policy, keys, now)
                         if isinstance(outcome, TokenError):
                             raise outcome

@@ -6,7 +6,8 @@ the gateway an RS256 check cost ~30 us and slowed the Python around it, against 
 tight loop (bench/RESULTS.md, run E). So a request that needs a signature checked parks here;
 the first one of an event-loop turn schedules one callback, which runs every parked check in
 arrival order, then each request goes on. Under load the batch is the requests that became
-ready in the same turn (10-15 with 32 busy connections); alone, a request waits one callback.
+ready in the same turn (10-15 with 32 busy connections). The caller parks a check only while
+other requests are in progress: alone, a request would gain nothing and wait one loop turn.
 
 Everything but the signature path stays on the request: the cache, issuer choice, JWE
 decryption, and `gateway explain`'s traced checks, which run inline.

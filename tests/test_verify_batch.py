@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from gateway.jose.jws import ParsedToken, parse_token
 from gateway.jose.verifier import VerifyPolicy
 from gateway.keystore import KeyStore
 from gateway.metrics import Metrics
-from gateway.runtime import build_runtime
+from gateway.routing import Route
+from gateway.runtime import Runtime, build_runtime
 from gateway.token_cache import TokenCache
 from gateway.verify_batch import VerifyBatch
 
@@ -115,8 +117,9 @@ def test_a_batch_left_on_a_closed_loop_does_not_hold_up_the_next_loop() -> None:
     assert isinstance(asyncio.run(verify()), Jwk)
 
 
-async def test_concurrent_authentications_each_get_their_own_verdict() -> None:
-    """Through the Authenticator: requests verified in one batch, refusals and all, cache off."""
+@pytest.fixture
+async def issuer_and_route() -> AsyncIterator[tuple[Runtime, Route]]:
+    """One issuer with KEY as "k", one route for every path: what the Authenticator needs."""
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key(), as_dict=True)
     text = f"""
 issuers:
@@ -134,6 +137,13 @@ routes:
     runtime = build_runtime(config, keystore)
     route = runtime.router.match("GET", None, "/x")
     assert route is not None
+    yield runtime, route
+    await keystore.close()
+
+
+async def test_concurrent_authentications_each_get_their_own_verdict(issuer_and_route: tuple[Runtime, Route]) -> None:
+    """Through the Authenticator: requests verified in one batch, refusals and all, cache off."""
+    runtime, route = issuer_and_route
     authn = Authenticator(TokenCache(0, 300), Metrics(), lambda: NOW)
     claims = {"iss": "https://idp/", "aud": "api", "iat": int(NOW), "exp": int(NOW) + 60}
     tokens = [
@@ -148,4 +158,26 @@ routes:
             assert not isinstance(result, BaseException) and result.claims["sub"] == f"u{i}"
         else:
             assert isinstance(result, TokenError) and result.reason is Reason.BAD_SIGNATURE
-    await keystore.close()
+
+
+async def test_a_request_alone_is_checked_at_once(
+    monkeypatch: pytest.MonkeyPatch, issuer_and_route: tuple[Runtime, Route]
+) -> None:
+    """With no other request in progress the check runs inline: parking it would only add a loop turn."""
+    runtime, route = issuer_and_route
+
+    def no_parking(*_: Any) -> Any:
+        raise AssertionError("a lone request's check was parked")
+
+    monkeypatch.setattr(VerifyBatch, "verify", no_parking)
+    authn = Authenticator(TokenCache(0, 300), Metrics(), lambda: NOW, others_in_flight=lambda: False)
+    claims = {"iss": "https://idp/", "aud": "api", "sub": "u", "iat": int(NOW), "exp": int(NOW) + 60}
+    good = jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "k"})
+    forged = jwt.encode(claims, OTHER, algorithm="RS256", headers={"kid": "k"})
+    assert (await authn.authenticate(good, route, runtime.issuers, 8192)).claims["sub"] == "u"
+    with pytest.raises(TokenError) as refused:
+        await authn.authenticate(forged, route, runtime.issuers, 8192)
+    assert refused.value.reason is Reason.BAD_SIGNATURE
+    busy = Authenticator(TokenCache(0, 300), Metrics(), lambda: NOW, others_in_flight=lambda: True)
+    with pytest.raises(AssertionError, match="parked"):
+        await busy.authenticate(good, route, runtime.issuers, 8192)
