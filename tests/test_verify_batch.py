@@ -181,3 +181,18 @@ async def test_a_request_alone_is_checked_at_once(
     busy = Authenticator(TokenCache(0, 300), Metrics(), lambda: NOW, others_in_flight=lambda: True)
     with pytest.raises(AssertionError, match="parked"):
         await busy.authenticate(good, route, runtime.issuers, 8192)
+
+
+async def test_a_flood_is_checked_a_batch_per_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More than MAX_BATCH checks parked at once: the event loop gets a turn between batches."""
+    seen = _recording(monkeypatch)
+    batch, keys = VerifyBatch(), _keys()
+    parsed = _token("a")
+    futures = [batch.verify(parsed, POLICY, keys, NOW) for _ in range(verify_batch.MAX_BATCH + 10)]
+    await asyncio.sleep(0)
+    assert len(seen) == verify_batch.MAX_BATCH  # one batch in this turn
+    assert sum(f.done() for f in futures) == verify_batch.MAX_BATCH
+    late = batch.verify(parsed, POLICY, keys, NOW)  # parked while the rest waits: joins it
+    await asyncio.sleep(0)
+    assert len(seen) == verify_batch.MAX_BATCH + 11
+    assert all(isinstance(f.result(), Jwk) for f in [*futures, late])
