@@ -39,7 +39,8 @@ bench: $(STAMP)
 # The server edge's cells (issue 13): gateway vs Envoy, CPU per request, open-loop p99; then slow clients.
 bench-edge: $(STAMP)
 	BENCH_SCRIPT=edge_bench.py bash bench/run.sh
-	$(BIN)/python bench/slow_clients.py
+	BENCH_GATEWAY_VENV="$(if $(filter project,$(BENCH_GATEWAY_PYTHON)),$(CURDIR)/.venv,$(CURDIR)/bench/.venv-gateway)" \
+		$(BIN)/python bench/slow_clients.py
 
 # HTTP/2 and gRPC (issue 15): gRPC unary calls vs Envoy jwt_authn, h2c vs HTTP/1.1; h2load from Debian.
 bench-grpc: $(STAMP)
