@@ -144,7 +144,7 @@ routes:
 async def test_concurrent_authentications_each_get_their_own_verdict(issuer_and_route: tuple[Runtime, Route]) -> None:
     """Through the Authenticator: requests verified in one batch, refusals and all, cache off."""
     runtime, route = issuer_and_route
-    authn = Authenticator(TokenCache(0, 300), Metrics(), lambda: NOW)
+    authn = Authenticator(TokenCache(0, 300), Metrics(), lambda: NOW, others_in_flight=lambda: True)
     claims = {"iss": "https://idp/", "aud": "api", "iat": int(NOW), "exp": int(NOW) + 60}
     tokens = [
         jwt.encode({**claims, "sub": f"u{i}"}, KEY if i % 3 else OTHER, algorithm="RS256", headers={"kid": "k"})
