@@ -283,14 +283,30 @@ class GatewaySubprocess:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
-    async def wait(self, timeout: float = 15.0) -> int:
+    async def wait(self, timeout: float = 30.0) -> int:
+        # Generous: a stop drains every worker (shutdown_grace each) and CI machines stall. A real hang
+        # still fails, with the processes left and the last log lines in the message.
         assert self.proc is not None
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None:
             if time.monotonic() > deadline:
-                raise AssertionError("gateway did not exit in time")
+                raise AssertionError(f"gateway did not exit in time; {self._left_behind()}")
             await asyncio.sleep(0.05)
         return self.proc.returncode
+
+    def _left_behind(self) -> str:
+        """For a failure message: the processes still running under the gateway, and its last log lines."""
+        assert self.proc is not None
+        tree = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                tree.append(f"{stat.parent.name} ({fields[0]})")
+        lines = self.stderr_path.read_text(errors="replace").splitlines()[-15:]
+        return f"workers left: {tree or 'none'}; last stderr lines:\n" + "\n".join(lines)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
