@@ -31,13 +31,23 @@ async def test_two_workers_share_ports_and_metrics(tmp_path: Path, issuer: Issue
                 statuses.append(await one(http))
         assert statuses == [200] * 60
 
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{admin_port}/metrics") as resp:
-                text = await resp.text()
-        total = sum(
-            s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "gateway_requests_total" and s.labels.get("route") == "api"
-        )
+        # A request is counted just after its answer is written, so the last one may still be on
+        # its way into the shared metrics when the client has its answer: scrape until all are in.
+        async def scrape() -> tuple[str, float]:
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"http://127.0.0.1:{admin_port}/metrics") as resp:
+                    text = await resp.text()
+            total = sum(
+                s.value for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name == "gateway_requests_total" and s.labels.get("route") == "api"
+            )
+            return text, total
+
+        deadline = asyncio.get_running_loop().time() + 5
+        text, total = await scrape()
+        while total < 60 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+            text, total = await scrape()
         assert total == 60  # whichever worker answered the scrape, it counts both
         build = [s for f in text_string_to_metric_families(text) for s in f.samples if s.name == "gateway_build_info"]
         assert len(build) == 1
@@ -77,16 +87,41 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, issuer
 
     await wait_for(lambda: all(gone(pid) for pid in workers), timeout=10)
     # Nothing listens on the proxy port any more (read from the kernel's table: a test connect
-    # could meet its own ephemeral socket on that port number and look like a listener).
-    assert port not in _listening_ports()
+    # could meet its own ephemeral socket on that port number and look like a listener). No process
+    # holds it once the workers are gone, but the kernel may list it for a moment while it closes.
+    try:
+        await wait_for(lambda: port not in _listening_ports(), timeout=5)
+    except AssertionError:
+        raise AssertionError(_holders(port)) from None
 
 
-def _listening_ports() -> set[int]:
-    ports = set()
+def _listening_sockets() -> dict[int, set[str]]:
+    """Listening TCP ports, each with the socket inodes listening on it."""
+    ports: dict[int, set[str]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as lines:
             for line in list(lines)[1:]:
-                local, state = line.split()[1], line.split()[3]
-                if state == "0A":  # TCP_LISTEN
-                    ports.add(int(local.rsplit(":", 1)[1], 16))
+                fields = line.split()
+                if fields[3] == "0A":  # TCP_LISTEN
+                    ports.setdefault(int(fields[1].rsplit(":", 1)[1], 16), set()).add(fields[9])
     return ports
+
+
+def _listening_ports() -> set[int]:
+    return set(_listening_sockets())
+
+
+def _holders(port: int) -> str:
+    """For a failure message: which processes hold a socket listening on `port`."""
+    inodes = {f"socket:[{i}]" for i in _listening_sockets().get(port, ())}
+    found = []
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                pid = fd.parent.parent.name
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
+                found.append(f"pid {pid} state {stat[0]} ppid {stat[1]}: {cmd}")
+        except OSError:
+            continue
+    return f"port {port} still listening, held by: {found or 'no process (closing in the kernel)'}"
