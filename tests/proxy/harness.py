@@ -297,14 +297,7 @@ class GatewaySubprocess:
     def _left_behind(self) -> str:
         """For a failure message: the processes still running under the gateway, and its last log lines."""
         assert self.proc is not None
-        tree = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == self.proc.pid:
-                tree.append(f"{stat.parent.name} ({fields[0]})")
+        tree = [f"{pid} ({process_state(pid)})" for pid in children(self.proc.pid)]
         lines = self.stderr_path.read_text(errors="replace").splitlines()[-15:]
         return f"workers left: {tree or 'none'}; last stderr lines:\n" + "\n".join(lines)
 
@@ -318,6 +311,14 @@ def children(pid: int) -> list[int]:
     """The child processes of `pid` (a supervisor's workers)."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def process_state(pid: int) -> str | None:
+    """`pid`'s state letter from /proc (R, S, Z...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
 
 
 async def start_workers(

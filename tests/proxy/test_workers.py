@@ -11,7 +11,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.proxy.conftest import BASE_CONFIG
-from tests.proxy.harness import Issuer, Upstream, children, start_workers, wait_for
+from tests.proxy.harness import Issuer, Upstream, children, process_state, start_workers, wait_for
 
 
 async def test_two_workers_share_ports_and_metrics(tmp_path: Path, issuer: Issuer, upstream: Upstream) -> None:
@@ -73,17 +73,8 @@ async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path, issuer
     proc.kill()
 
     def gone(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie is gone too (its parent, the killed supervisor, no longer reaps it; init does,
-        # perhaps right between the kill above and this read).
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except FileNotFoundError:
-            return True
+        # A zombie is gone too (its parent, the killed supervisor, no longer reaps it; init does).
+        return process_state(pid) in (None, "Z")
 
     await wait_for(lambda: all(gone(pid) for pid in workers), timeout=10)
     # Nothing listens on the proxy port any more (read from the kernel's table: a test connect
@@ -119,9 +110,8 @@ def _holders(port: int) -> str:
         try:
             if os.readlink(fd) in inodes:
                 pid = fd.parent.parent.name
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:120]
-                found.append(f"pid {pid} state {stat[0]} ppid {stat[1]}: {cmd}")
+                found.append(f"pid {pid} ({process_state(int(pid))}): {cmd}")
         except OSError:
             continue
     return f"port {port} still listening, held by: {found or 'no process (closing in the kernel)'}"
